@@ -1,0 +1,238 @@
+//! The embedded store: LiveSync's [`Store`] on one SQLite file, for the local runner.
+//!
+//! It mirrors DynamoDB's semantics (see `livesync_core::store`), checked by the same conformance
+//! suite. Two choices shape it:
+//!
+//! * **One store thread.** SQLite allows one writer at a time anyway, so every request becomes a
+//!   job for a dedicated thread that owns the connection. The thread takes all the jobs that are
+//!   waiting, runs each in its own savepoint, and commits them together: one fsync acknowledges
+//!   many writes (group commit), and no request is answered before its write is durable.
+//! * **A change log table.** Every change is appended, in the same SQLite transaction, to
+//!   `changes` with a monotonic id. The change feed reads that log after a cursor, so the order is
+//!   commit order, writers never wait for readers, and a slow fanout cannot block a publish.
+//!   Entries every open feed has read are pruned by the periodic sweep, which also deletes items
+//!   past their TTL (emitting `Remove` changes, as DynamoDB's TTL deletions do).
+
+mod db;
+
+use async_trait::async_trait;
+use livesync_core::store::{
+    Change, ChangeFeed, Condition, Item, Key, Page, Query, Store, StoreError, Transaction, TxOp,
+    Write, check_transaction,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+pub use db::SweepReport;
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "livesync.db";
+
+/// Jobs committed together at most; bounds the latency one commit adds to the first job.
+const GROUP_COMMIT_JOBS: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often expired items and fully read change-log entries are removed.
+    pub sweep_every: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sweep_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A handle on the store; clones share the same store thread. The thread stops, and the file is
+/// closed, when the last handle is dropped.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    jobs: mpsc::Sender<Job>,
+    committed: watch::Receiver<i64>,
+    feeds: FeedCursors,
+    path: PathBuf,
+}
+
+/// Where each open change feed has read up to; the sweep keeps what the slowest has not read.
+type FeedCursors = Arc<Mutex<Vec<Weak<AtomicI64>>>>;
+
+/// Work for the store thread: runs inside a savepoint and returns the function that answers the
+/// caller, called once the enclosing commit has succeeded or failed.
+type Job = Box<dyn FnOnce(&mut db::Db<'_>) -> Answer + Send>;
+type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path, options: Options) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let path = data_dir.join(DATABASE_FILE);
+        let connection = db::open(&path)?;
+        let last_change = db::last_change(&connection)?;
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (committed_tx, committed) = watch::channel(last_change);
+        let feeds = FeedCursors::default();
+        let thread_feeds = feeds.clone();
+        std::thread::Builder::new()
+            .name("livesync-store".into())
+            .spawn(move || store_thread(connection, inbox, committed_tx, thread_feeds, options))
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        Ok(EmbeddedStore {
+            jobs,
+            committed,
+            feeds,
+            path,
+        })
+    }
+
+    /// The SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs the sweep now rather than at its next interval.
+    pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
+        let feeds = self.feeds.clone();
+        self.run(move |db| db.sweep(&feeds)).await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut db::Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |db| {
+            let result = work(db);
+            Box::new(move |commit: Result<(), &StoreError>| {
+                let outcome = match commit {
+                    Ok(()) => result,
+                    Err(error) => Err(StoreError::Unavailable(
+                        format!("commit failed: {error}").into(),
+                    )),
+                };
+                let _ = reply.send(outcome);
+            })
+        });
+        self.jobs.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the store thread has stopped".into())
+}
+
+fn store_thread(
+    mut connection: rusqlite::Connection,
+    inbox: mpsc::Receiver<Job>,
+    committed: watch::Sender<i64>,
+    feeds: FeedCursors,
+    options: Options,
+) {
+    let mut next_sweep = std::time::Instant::now() + options.sweep_every;
+    loop {
+        let wait = next_sweep.saturating_duration_since(std::time::Instant::now());
+        let first = match inbox.recv_timeout(wait) {
+            Ok(job) => Some(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch: Vec<Job> = first.into_iter().collect();
+        while batch.len() < GROUP_COMMIT_JOBS {
+            match inbox.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if std::time::Instant::now() >= next_sweep {
+            let feeds = feeds.clone();
+            batch.push(Box::new(move |db| {
+                if let Err(error) = db.sweep(&feeds) {
+                    tracing::warn!(%error, "store sweep failed");
+                }
+                Box::new(|_| {})
+            }));
+            next_sweep = std::time::Instant::now() + options.sweep_every;
+        }
+        let last_change = db::run_batch(&mut connection, batch);
+        if let Some(last_change) = last_change {
+            committed.send_if_modified(|seen| {
+                let advanced = last_change > *seen;
+                *seen = (*seen).max(last_change);
+                advanced
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        let key = key.clone();
+        self.run(move |db| db.get(&key)).await
+    }
+
+    async fn put(&self, item: Item, condition: Condition) -> Result<Write, StoreError> {
+        self.run(move |db| db.put(item, &condition)).await
+    }
+
+    async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError> {
+        let key = key.clone();
+        self.run(move |db| db.delete(&key, &condition)).await
+    }
+
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<Transaction, StoreError> {
+        check_transaction(&ops)?;
+        self.run(move |db| db.transact(ops)).await
+    }
+
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        self.run(move |db| db.query(&query)).await
+    }
+
+    async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError> {
+        // Every write acknowledged so far has its change at or below this id: the store thread
+        // publishes the id before it answers the writers.
+        let cursor = Arc::new(AtomicI64::new(*self.committed.borrow()));
+        self.feeds
+            .lock()
+            .expect("feed cursors lock")
+            .push(Arc::downgrade(&cursor));
+        Ok(Box::new(Feed {
+            store: self.clone(),
+            cursor,
+            committed: self.committed.clone(),
+        }))
+    }
+}
+
+struct Feed {
+    store: EmbeddedStore,
+    cursor: Arc<AtomicI64>,
+    committed: watch::Receiver<i64>,
+}
+
+#[async_trait]
+impl ChangeFeed for Feed {
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Change>, StoreError> {
+        loop {
+            let cursor = self.cursor.load(Ordering::Acquire);
+            if *self.committed.borrow_and_update() > cursor {
+                let max = max.max(1);
+                let changes = self
+                    .store
+                    .run(move |db| db.changes_after(cursor, max))
+                    .await?;
+                if let Some((last, _)) = changes.last() {
+                    self.cursor.store(*last, Ordering::Release);
+                    return Ok(changes.into_iter().map(|(_, change)| change).collect());
+                }
+            }
+            self.committed.changed().await.map_err(|_| stopped())?;
+        }
+    }
+}

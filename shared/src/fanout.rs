@@ -1,0 +1,251 @@
+//! Fanout: from a batch of change-feed records to frames on subscribers' connections.
+//!
+//! Planning is pure: the batch's new events are grouped by room, keeping feed order (which is seq
+//! order), and each room's events are encoded into as few frames as fit under API Gateway's
+//! 32 KB frame limit. Each frame is encoded once and shared by all of the room's subscribers.
+//!
+//! Delivery pages through the room's subscribers and posts to many connections at once, a
+//! bounded number at a time, and each connection's frames in order. A connection that is gone is
+//! forgotten (with its subscriptions) so that no later batch tries it again.
+
+use crate::engine::Chain;
+use crate::layout;
+use crate::membership;
+use crate::poster::{Delivery, Frame, Poster};
+use crate::protocol::{Event, MAX_FRAME_BYTES, ServerFrame};
+use crate::store::{Change, ChangeKind, Store, StoreError};
+use futures_util::stream::{self, StreamExt};
+use std::sync::Arc;
+
+/// Posts in flight at once, per fanout.
+pub const POST_CONCURRENCY: usize = 64;
+
+/// Subscribers read per store query.
+const SUBSCRIBER_PAGE: usize = 1000;
+
+/// The frames of one room for one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomFrames {
+    pub room: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub events: usize,
+    pub frames: Vec<Frame>,
+}
+
+/// What one batch of changes sends, room by room.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FanoutPlan {
+    pub rooms: Vec<RoomFrames>,
+}
+
+impl FanoutPlan {
+    /// Plans the delivery of every event inserted in `changes`; other changes are not events.
+    pub fn from_changes(changes: &[Change]) -> Result<Self, StoreError> {
+        let mut by_room: Vec<(String, Vec<Event>)> = Vec::new();
+        for change in changes {
+            let (ChangeKind::Insert, Some(item)) = (change.kind, &change.new) else {
+                continue;
+            };
+            let Some(event) = layout::event_from_item(item)? else {
+                continue;
+            };
+            match by_room.iter_mut().find(|(room, _)| *room == event.room) {
+                Some((_, events)) => events.push(event),
+                None => by_room.push((event.room.clone(), vec![event])),
+            }
+        }
+        let rooms = by_room
+            .into_iter()
+            .map(|(room, events)| encode_room(room, events))
+            .collect();
+        Ok(FanoutPlan { rooms })
+    }
+}
+
+fn encode_room(room: String, events: Vec<Event>) -> RoomFrames {
+    let first_seq = events.first().map_or(0, |e| e.seq);
+    let last_seq = events.last().map_or(0, |e| e.seq);
+    let count = events.len();
+    // The exact size of an `events` frame is its empty form plus each event plus the commas.
+    let empty = ServerFrame::Events {
+        room: room.clone(),
+        events: Vec::new(),
+        more: None,
+        reference: None,
+    };
+    let frame_base = empty.to_json().len();
+    let mut frames = Vec::new();
+    let mut chunk: Vec<Event> = Vec::new();
+    let mut chunk_bytes = frame_base;
+    for event in events {
+        let size = serde_json::to_string(&event).map_or(0, |json| json.len());
+        let separator = usize::from(!chunk.is_empty());
+        if !chunk.is_empty() && chunk_bytes + separator + size > MAX_FRAME_BYTES {
+            frames.push(encode_chunk(&room, std::mem::take(&mut chunk)));
+            chunk_bytes = frame_base;
+        }
+        chunk_bytes += usize::from(!chunk.is_empty()) + size;
+        chunk.push(event);
+    }
+    if !chunk.is_empty() {
+        frames.push(encode_chunk(&room, chunk));
+    }
+    RoomFrames {
+        room,
+        first_seq,
+        last_seq,
+        events: count,
+        frames,
+    }
+}
+
+fn encode_chunk(room: &str, mut events: Vec<Event>) -> Frame {
+    let frame = if events.len() == 1 {
+        ServerFrame::Event(events.remove(0))
+    } else {
+        ServerFrame::Events {
+            room: room.to_owned(),
+            events,
+            more: None,
+            reference: None,
+        }
+    };
+    Frame::new(frame.to_json())
+}
+
+/// What a batch achieved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FanoutReport {
+    pub events: usize,
+    /// Events delivered, counted once per receiving connection.
+    pub deliveries: usize,
+    pub posts: usize,
+    /// Connections found gone and forgotten.
+    pub gone: usize,
+    /// Posts that failed for another reason; those connections miss these events and recover
+    /// them with `sync` when they see the gap.
+    pub failed_posts: usize,
+    /// Rooms whose subscribers could not be read: none of their subscribers got this batch.
+    pub failed_rooms: Vec<RoomFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomFailure {
+    pub room: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub error: String,
+}
+
+pub struct Fanout {
+    store: Arc<dyn Store>,
+    poster: Arc<dyn Poster>,
+    concurrency: usize,
+}
+
+impl Fanout {
+    pub fn new(store: Arc<dyn Store>, poster: Arc<dyn Poster>) -> Self {
+        Fanout {
+            store,
+            poster,
+            concurrency: POST_CONCURRENCY,
+        }
+    }
+
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Delivers one batch of changes. Only a batch that cannot even be read fails as a whole.
+    pub async fn deliver(&self, changes: &[Change]) -> Result<FanoutReport, StoreError> {
+        let plan = FanoutPlan::from_changes(changes)?;
+        let mut report = FanoutReport::default();
+        for room in &plan.rooms {
+            report.events += room.events;
+            if let Err(error) = self.deliver_room(room, &mut report).await {
+                tracing::warn!(room = room.room, error = %Chain(&error), "fanout could not read subscribers");
+                report.failed_rooms.push(RoomFailure {
+                    room: room.room.clone(),
+                    first_seq: room.first_seq,
+                    last_seq: room.last_seq,
+                    error: Chain(&error).to_string(),
+                });
+            }
+        }
+        if report.events > 0 {
+            tracing::info!(
+                events = report.events,
+                rooms = plan.rooms.len(),
+                deliveries = report.deliveries,
+                posts = report.posts,
+                gone = report.gone,
+                failed = report.failed_posts + report.failed_rooms.len(),
+                "fanout"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn deliver_room(
+        &self,
+        room: &RoomFrames,
+        report: &mut FanoutReport,
+    ) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let (subscribers, resume) = membership::subscribers(
+                self.store.as_ref(),
+                &room.room,
+                after.as_deref(),
+                SUBSCRIBER_PAGE,
+            )
+            .await?;
+            let mut outcomes = stream::iter(subscribers)
+                .map(|connection| self.post_frames(connection, &room.frames))
+                .buffer_unordered(self.concurrency);
+            while let Some(outcome) = outcomes.next().await {
+                match outcome {
+                    Outcome::Delivered { posts } => {
+                        report.posts += posts;
+                        report.deliveries += room.events;
+                    }
+                    Outcome::Gone => report.gone += 1,
+                    Outcome::Failed => report.failed_posts += 1,
+                }
+            }
+            match resume {
+                Some(sk) => after = Some(sk),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn post_frames(&self, connection: String, frames: &[Frame]) -> Outcome {
+        for frame in frames {
+            match self.poster.post(&connection, frame).await {
+                Ok(Delivery::Sent) => {}
+                Ok(Delivery::Gone) => {
+                    if let Err(error) = membership::forget(self.store.as_ref(), &connection).await {
+                        tracing::warn!(connection, error = %Chain(&error), "could not forget a gone connection");
+                    }
+                    return Outcome::Gone;
+                }
+                Err(error) => {
+                    tracing::warn!(connection, error = %Chain(&error), "post failed");
+                    return Outcome::Failed;
+                }
+            }
+        }
+        Outcome::Delivered {
+            posts: frames.len(),
+        }
+    }
+}
+
+enum Outcome {
+    Delivered { posts: usize },
+    Gone,
+    Failed,
+}

@@ -1,0 +1,324 @@
+//! The store capability: what DynamoDB offers, and no more.
+//!
+//! Items live in partitions (`pk`) sorted by a string sort key (`sk`). Every state change is one
+//! conditional write or one small transaction; a failed condition is an *outcome*
+//! ([`Write::Conflict`], [`Transaction::Conflict`]) carrying the item that stood in the way, and
+//! `Err` is kept for infrastructure failures, so that retries stay honest. Reads are a point
+//! `get` or a `query` of one partition in sort order, with a limit. Every change is also published
+//! on an ordered change feed, as DynamoDB Streams does, and that feed, not the request path,
+//! drives delivery.
+//!
+//! Anything a store offers beyond this (scans, secondary indexes, cross-partition order) is
+//! deliberately absent: the core must run unchanged on DynamoDB.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// DynamoDB's limit on operations in one TransactWriteItems call.
+pub const MAX_TRANSACTION_OPS: usize = 100;
+
+/// The attribute holding an item's expiry time (whole seconds since the Unix epoch). The store
+/// may delete the item any time after that; until it does, reads still return it, as DynamoDB's
+/// TTL does, so readers that care compare the time themselves.
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// One attribute value. Strings and integers are all LiveSync stores; JSON data is kept as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Attr {
+    S(String),
+    N(i64),
+}
+
+/// An item's attributes other than its key.
+pub type Attrs = BTreeMap<String, Attr>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub pk: String,
+    pub sk: String,
+}
+
+impl Key {
+    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Key {
+            pk: pk.into(),
+            sk: sk.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub key: Key,
+    pub attrs: Attrs,
+}
+
+impl Item {
+    pub fn new(key: Key) -> Self {
+        Item {
+            key,
+            attrs: Attrs::new(),
+        }
+    }
+
+    pub fn with(mut self, name: &str, value: Attr) -> Self {
+        self.attrs.insert(name.to_owned(), value);
+        self
+    }
+
+    pub fn string(&self, name: &str) -> Option<&str> {
+        match self.attrs.get(name) {
+            Some(Attr::S(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn number(&self, name: &str) -> Option<i64> {
+        match self.attrs.get(name) {
+            Some(Attr::N(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The item's TTL, if it has one.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.number(TTL_ATTRIBUTE)
+    }
+}
+
+/// The condition a write is applied under (a DynamoDB ConditionExpression).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    /// `attribute_not_exists(pk)`: the item must not exist.
+    NotExists,
+    /// `attribute_exists(pk)`: the item must exist.
+    Exists,
+    /// `#attr = :value`: the item must exist with this attribute value (optimistic versions).
+    Equals {
+        attr: String,
+        value: Attr,
+    },
+}
+
+impl Condition {
+    /// Whether the condition holds against the item currently stored, if any.
+    pub fn holds(&self, current: Option<&Item>) -> bool {
+        match self {
+            Condition::Always => true,
+            Condition::NotExists => current.is_none(),
+            Condition::Exists => current.is_some(),
+            Condition::Equals { attr, value } => {
+                current.and_then(|item| item.attrs.get(attr)) == Some(value)
+            }
+        }
+    }
+}
+
+/// The outcome of a single conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Done,
+    /// The condition failed; nothing changed. `current` is the item that made it fail, if any.
+    Conflict {
+        current: Option<Item>,
+    },
+}
+
+/// One step of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxOp {
+    Put {
+        item: Item,
+        condition: Condition,
+    },
+    Delete {
+        key: Key,
+        condition: Condition,
+    },
+    /// Changes nothing; the transaction only goes through if the condition holds.
+    Check {
+        key: Key,
+        condition: Condition,
+    },
+}
+
+impl TxOp {
+    pub fn key(&self) -> &Key {
+        match self {
+            TxOp::Put { item, .. } => &item.key,
+            TxOp::Delete { key, .. } | TxOp::Check { key, .. } => key,
+        }
+    }
+
+    pub fn condition(&self) -> &Condition {
+        match self {
+            TxOp::Put { condition, .. }
+            | TxOp::Delete { condition, .. }
+            | TxOp::Check { condition, .. } => condition,
+        }
+    }
+}
+
+/// The outcome of a transaction: all of it, or none of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transaction {
+    Committed,
+    /// At least one condition failed; nothing changed. Lists every failed step.
+    Conflict {
+        failed: Vec<FailedCondition>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedCondition {
+    /// Position of the step in the transaction.
+    pub index: usize,
+    pub current: Option<Item>,
+}
+
+/// Which sort keys of the partition a query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortKeys {
+    All,
+    /// `begins_with(sk, prefix)`.
+    Prefix(String),
+    /// `sk BETWEEN low AND high`, both inclusive.
+    Between(String, String),
+}
+
+impl SortKeys {
+    pub fn contains(&self, sk: &str) -> bool {
+        match self {
+            SortKeys::All => true,
+            SortKeys::Prefix(prefix) => sk.starts_with(prefix.as_str()),
+            SortKeys::Between(low, high) => low.as_str() <= sk && sk <= high.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Ascending,
+    Descending,
+}
+
+/// A query of one partition, in sort-key order (byte-wise, as DynamoDB compares strings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub pk: String,
+    pub sort_keys: SortKeys,
+    /// Resume after this sort key (exclusive), in the query's direction.
+    pub after: Option<String>,
+    pub limit: usize,
+    pub order: Order,
+}
+
+impl Query {
+    pub fn new(pk: impl Into<String>, sort_keys: SortKeys, limit: usize) -> Self {
+        Query {
+            pk: pk.into(),
+            sort_keys,
+            after: None,
+            limit,
+            order: Order::Ascending,
+        }
+    }
+
+    pub fn after(mut self, sk: impl Into<String>) -> Self {
+        self.after = Some(sk.into());
+        self
+    }
+
+    pub fn descending(mut self) -> Self {
+        self.order = Order::Descending;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    pub items: Vec<Item>,
+    /// More items match after the last one returned.
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Insert,
+    Modify,
+    Remove,
+}
+
+/// One record of the change feed (a DynamoDB Streams record with NEW_AND_OLD_IMAGES).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub key: Key,
+    pub new: Option<Item>,
+    pub old: Option<Item>,
+}
+
+/// Infrastructure failures. A failed condition is never one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request itself is invalid (too many steps, the same item twice in one transaction...);
+    /// retrying it will not help.
+    #[error("invalid store request: {0}")]
+    Invalid(String),
+    /// The store could not be reached or failed; the write may or may not have happened.
+    #[error("store unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored item does not have the shape LiveSync writes.
+    #[error("stored item {key:?} is malformed: {reason}")]
+    Malformed { key: Key, reason: String },
+}
+
+/// Records of the change feed, in commit order: per partition, exactly the order of the writes.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Waits for at least one change, then returns up to `max` of them.
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Change>, StoreError>;
+}
+
+/// The store capability. Implemented by the embedded store (local runner) and DynamoDB.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError>;
+
+    async fn put(&self, item: Item, condition: Condition) -> Result<Write, StoreError>;
+
+    /// Deleting an absent item under [`Condition::Always`] is `Done`.
+    async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError>;
+
+    /// At most [`MAX_TRANSACTION_OPS`] steps, each on a different item.
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<Transaction, StoreError>;
+
+    async fn query(&self, query: Query) -> Result<Page, StoreError>;
+
+    /// A feed of every change committed from now on.
+    async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError>;
+}
+
+/// Checks the rules every store enforces on a transaction, before touching anything.
+pub fn check_transaction(ops: &[TxOp]) -> Result<(), StoreError> {
+    if ops.is_empty() || ops.len() > MAX_TRANSACTION_OPS {
+        return Err(StoreError::Invalid(format!(
+            "a transaction has 1 to {MAX_TRANSACTION_OPS} steps, not {}",
+            ops.len()
+        )));
+    }
+    let mut keys: Vec<&Key> = ops.iter().map(TxOp::key).collect();
+    keys.sort();
+    if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(StoreError::Invalid(format!(
+            "a transaction names item {:?} more than once",
+            pair[0]
+        )));
+    }
+    Ok(())
+}

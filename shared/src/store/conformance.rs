@@ -1,0 +1,555 @@
+//! The store conformance suite: what every [`Store`] must do, written once.
+//!
+//! A store crate runs it with
+//! `livesync_core::store_conformance_tests!(make_store);`, where `make_store` is an async fn
+//! returning a fresh, empty store behind anything that derefs to `dyn Store` (so the fixture can
+//! keep a temporary directory or a table alive). Each check becomes one `#[tokio::test]`.
+//!
+//! Each check uses its own partition names, so a store shared between checks also works.
+
+use super::*;
+use std::time::Duration;
+
+/// Stamps out one test per conformance check, against the stores `$make` creates.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:path) => {
+        $crate::store_conformance_tests!(@tests $make;
+            a_put_item_is_read_back_whole,
+            put_if_absent_conflicts_with_the_current_item,
+            a_versioned_put_succeeds_only_on_the_expected_version,
+            an_exists_condition_on_a_missing_item_conflicts_with_nothing,
+            deletes_are_conditional_and_absent_items_delete_cleanly,
+            a_transaction_applies_all_of_its_steps,
+            a_failed_transaction_changes_nothing_and_names_each_failed_step,
+            a_transaction_check_step_guards_without_writing,
+            invalid_transactions_are_errors_not_conflicts,
+            a_query_reads_one_partition_in_sort_key_order,
+            a_query_pages_with_limit_more_and_after,
+            a_query_reads_backwards_from_the_end,
+            a_query_selects_by_prefix_or_range,
+            the_ttl_attribute_is_stored_like_any_other,
+            the_change_feed_carries_every_change_in_commit_order,
+            the_change_feed_starts_now_and_skips_failed_conditions,
+            concurrent_conditional_puts_have_exactly_one_winner,
+        );
+    };
+    (@tests $make:path; $($check:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let store = $make().await;
+                $crate::store::conformance::$check(&*store).await;
+            }
+        )*
+    };
+}
+
+/// Long enough for any healthy store; only a broken feed ever waits this long.
+const FEED_PATIENCE: Duration = Duration::from_secs(20);
+
+fn item(pk: &str, sk: &str) -> Item {
+    Item::new(Key::new(pk, sk))
+}
+
+async fn put(store: &dyn Store, item: Item) {
+    assert_eq!(
+        store.put(item, Condition::Always).await.unwrap(),
+        Write::Done
+    );
+}
+
+fn sort_keys(page: &Page) -> Vec<&str> {
+    page.items.iter().map(|i| i.key.sk.as_str()).collect()
+}
+
+pub async fn a_put_item_is_read_back_whole(store: &dyn Store) {
+    let written = item("P#read", "a")
+        .with("s", Attr::S("ünïcødé \"quoted\"".into()))
+        .with("n", Attr::N(-42));
+    put(store, written.clone()).await;
+    assert_eq!(store.get(&written.key).await.unwrap(), Some(written));
+    assert_eq!(store.get(&Key::new("P#read", "b")).await.unwrap(), None);
+}
+
+pub async fn put_if_absent_conflicts_with_the_current_item(store: &dyn Store) {
+    let first = item("P#absent", "x").with("v", Attr::N(1));
+    assert_eq!(
+        store
+            .put(first.clone(), Condition::NotExists)
+            .await
+            .unwrap(),
+        Write::Done
+    );
+    let second = item("P#absent", "x").with("v", Attr::N(2));
+    assert_eq!(
+        store.put(second, Condition::NotExists).await.unwrap(),
+        Write::Conflict {
+            current: Some(first.clone())
+        }
+    );
+    assert_eq!(store.get(&first.key).await.unwrap(), Some(first));
+}
+
+pub async fn a_versioned_put_succeeds_only_on_the_expected_version(store: &dyn Store) {
+    let v1 = item("P#version", "doc")
+        .with("version", Attr::N(1))
+        .with("body", Attr::S("one".into()));
+    put(store, v1.clone()).await;
+    let v2 = item("P#version", "doc")
+        .with("version", Attr::N(2))
+        .with("body", Attr::S("two".into()));
+    let on_v1 = Condition::Equals {
+        attr: "version".into(),
+        value: Attr::N(1),
+    };
+    assert_eq!(
+        store.put(v2.clone(), on_v1.clone()).await.unwrap(),
+        Write::Done
+    );
+    // A second writer that also read version 1 loses, and learns what is there now.
+    let stale = item("P#version", "doc")
+        .with("version", Attr::N(2))
+        .with("body", Attr::S("other".into()));
+    assert_eq!(
+        store.put(stale, on_v1).await.unwrap(),
+        Write::Conflict {
+            current: Some(v2.clone())
+        }
+    );
+    assert_eq!(store.get(&v2.key).await.unwrap(), Some(v2));
+}
+
+pub async fn an_exists_condition_on_a_missing_item_conflicts_with_nothing(store: &dyn Store) {
+    let ghost = item("P#exists", "ghost");
+    assert_eq!(
+        store.put(ghost.clone(), Condition::Exists).await.unwrap(),
+        Write::Conflict { current: None }
+    );
+    let equals = Condition::Equals {
+        attr: "version".into(),
+        value: Attr::N(1),
+    };
+    assert_eq!(
+        store.put(ghost.clone(), equals).await.unwrap(),
+        Write::Conflict { current: None }
+    );
+    assert_eq!(store.get(&ghost.key).await.unwrap(), None);
+}
+
+pub async fn deletes_are_conditional_and_absent_items_delete_cleanly(store: &dyn Store) {
+    let kept = item("P#delete", "k").with("version", Attr::N(3));
+    put(store, kept.clone()).await;
+    let wrong_version = Condition::Equals {
+        attr: "version".into(),
+        value: Attr::N(2),
+    };
+    assert_eq!(
+        store.delete(&kept.key, wrong_version).await.unwrap(),
+        Write::Conflict {
+            current: Some(kept.clone())
+        }
+    );
+    assert_eq!(store.get(&kept.key).await.unwrap(), Some(kept.clone()));
+    assert_eq!(
+        store.delete(&kept.key, Condition::Exists).await.unwrap(),
+        Write::Done
+    );
+    assert_eq!(store.get(&kept.key).await.unwrap(), None);
+    assert_eq!(
+        store.delete(&kept.key, Condition::Always).await.unwrap(),
+        Write::Done
+    );
+    assert_eq!(
+        store.delete(&kept.key, Condition::Exists).await.unwrap(),
+        Write::Conflict { current: None }
+    );
+}
+
+pub async fn a_transaction_applies_all_of_its_steps(store: &dyn Store) {
+    let doomed = item("P#tx-all", "old");
+    put(store, doomed.clone()).await;
+    let a = item("P#tx-all", "a").with("n", Attr::N(1));
+    let b = item("P#tx-all-other", "b").with("n", Attr::N(2));
+    let outcome = store
+        .transact(vec![
+            TxOp::Put {
+                item: a.clone(),
+                condition: Condition::NotExists,
+            },
+            TxOp::Put {
+                item: b.clone(),
+                condition: Condition::NotExists,
+            },
+            TxOp::Delete {
+                key: doomed.key.clone(),
+                condition: Condition::Exists,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcome, Transaction::Committed);
+    assert_eq!(store.get(&a.key).await.unwrap(), Some(a));
+    assert_eq!(store.get(&b.key).await.unwrap(), Some(b));
+    assert_eq!(store.get(&doomed.key).await.unwrap(), None);
+}
+
+pub async fn a_failed_transaction_changes_nothing_and_names_each_failed_step(store: &dyn Store) {
+    let taken = item("P#tx-fail", "taken").with("owner", Attr::S("first".into()));
+    put(store, taken.clone()).await;
+    let fresh = item("P#tx-fail", "fresh");
+    let outcome = store
+        .transact(vec![
+            TxOp::Put {
+                item: fresh.clone(),
+                condition: Condition::NotExists,
+            },
+            TxOp::Put {
+                item: item("P#tx-fail", "taken"),
+                condition: Condition::NotExists,
+            },
+            TxOp::Delete {
+                key: Key::new("P#tx-fail", "missing"),
+                condition: Condition::Exists,
+            },
+        ])
+        .await
+        .unwrap();
+    let Transaction::Conflict { failed } = outcome else {
+        panic!("expected a conflict, got {outcome:?}")
+    };
+    let mut failed_steps: Vec<usize> = failed.iter().map(|f| f.index).collect();
+    failed_steps.sort();
+    assert_eq!(failed_steps, vec![1, 2]);
+    let on_taken = failed.iter().find(|f| f.index == 1).unwrap();
+    assert_eq!(on_taken.current, Some(taken.clone()));
+    assert_eq!(
+        store.get(&fresh.key).await.unwrap(),
+        None,
+        "the passing step must not apply"
+    );
+    assert_eq!(store.get(&taken.key).await.unwrap(), Some(taken));
+}
+
+pub async fn a_transaction_check_step_guards_without_writing(store: &dyn Store) {
+    let guard = item("P#tx-check", "guard").with("open", Attr::N(1));
+    put(store, guard.clone()).await;
+    let entry = item("P#tx-check", "entry");
+    let open = Condition::Equals {
+        attr: "open".into(),
+        value: Attr::N(1),
+    };
+    let outcome = store
+        .transact(vec![
+            TxOp::Check {
+                key: guard.key.clone(),
+                condition: open.clone(),
+            },
+            TxOp::Put {
+                item: entry.clone(),
+                condition: Condition::Always,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcome, Transaction::Committed);
+    assert_eq!(store.get(&guard.key).await.unwrap(), Some(guard.clone()));
+    assert_eq!(store.get(&entry.key).await.unwrap(), Some(entry));
+
+    let closed = guard.clone().with("open", Attr::N(0));
+    put(store, closed.clone()).await;
+    let refused = store
+        .transact(vec![
+            TxOp::Check {
+                key: guard.key.clone(),
+                condition: open,
+            },
+            TxOp::Put {
+                item: item("P#tx-check", "late"),
+                condition: Condition::Always,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Transaction::Conflict {
+            failed: vec![FailedCondition {
+                index: 0,
+                current: Some(closed)
+            }]
+        }
+    );
+    assert_eq!(
+        store.get(&Key::new("P#tx-check", "late")).await.unwrap(),
+        None
+    );
+}
+
+pub async fn invalid_transactions_are_errors_not_conflicts(store: &dyn Store) {
+    let twice = vec![
+        TxOp::Put {
+            item: item("P#tx-invalid", "same"),
+            condition: Condition::Always,
+        },
+        TxOp::Delete {
+            key: Key::new("P#tx-invalid", "same"),
+            condition: Condition::Always,
+        },
+    ];
+    assert!(matches!(
+        store.transact(twice).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let too_many = (0..=MAX_TRANSACTION_OPS)
+        .map(|i| TxOp::Put {
+            item: item("P#tx-invalid", &format!("{i:03}")),
+            condition: Condition::Always,
+        })
+        .collect();
+    assert!(matches!(
+        store.transact(too_many).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.transact(Vec::new()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let page = store
+        .query(Query::new("P#tx-invalid", SortKeys::All, 10))
+        .await
+        .unwrap();
+    assert!(
+        page.items.is_empty(),
+        "an invalid transaction must write nothing"
+    );
+}
+
+pub async fn a_query_reads_one_partition_in_sort_key_order(store: &dyn Store) {
+    for sk in ["b", "a", "B", "c#1", "c", "é"] {
+        put(store, item("P#query-order", sk)).await;
+    }
+    put(store, item("P#query-order-neighbour", "a")).await;
+    put(store, item("P#query-orde", "z")).await;
+    let page = store
+        .query(Query::new("P#query-order", SortKeys::All, 100))
+        .await
+        .unwrap();
+    // Byte-wise order, as DynamoDB compares string keys.
+    assert_eq!(sort_keys(&page), vec!["B", "a", "b", "c", "c#1", "é"]);
+    assert!(!page.more);
+}
+
+pub async fn a_query_pages_with_limit_more_and_after(store: &dyn Store) {
+    for i in 0..7 {
+        put(store, item("P#query-pages", &format!("k{i}"))).await;
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut query = Query::new("P#query-pages", SortKeys::All, 3);
+        if let Some(sk) = &after {
+            query = query.after(sk.clone());
+        }
+        let page = store.query(query).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|i| i.key.sk.clone()));
+        if !page.more {
+            break;
+        }
+        after = page.items.last().map(|i| i.key.sk.clone());
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("k{i}")).collect::<Vec<_>>());
+    assert_eq!(pages, 3);
+    let exact = store
+        .query(Query::new("P#query-pages", SortKeys::All, 7))
+        .await
+        .unwrap();
+    assert_eq!(exact.items.len(), 7);
+    assert!(!exact.more, "a page that reaches the end says so");
+}
+
+pub async fn a_query_reads_backwards_from_the_end(store: &dyn Store) {
+    for sk in ["e1", "e2", "e3", "x"] {
+        put(store, item("P#query-back", sk)).await;
+    }
+    let newest = store
+        .query(Query::new("P#query-back", SortKeys::Prefix("e".into()), 1).descending())
+        .await
+        .unwrap();
+    assert_eq!(sort_keys(&newest), vec!["e3"]);
+    assert!(newest.more);
+    let rest = store
+        .query(
+            Query::new("P#query-back", SortKeys::Prefix("e".into()), 5)
+                .descending()
+                .after("e3"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sort_keys(&rest), vec!["e2", "e1"]);
+    assert!(!rest.more);
+}
+
+pub async fn a_query_selects_by_prefix_or_range(store: &dyn Store) {
+    for sk in ["EVT#01", "EVT#02", "EVT#03", "ID#x", "SUB#c1", "SUB#c2"] {
+        put(store, item("P#query-select", sk)).await;
+    }
+    let subs = store
+        .query(Query::new(
+            "P#query-select",
+            SortKeys::Prefix("SUB#".into()),
+            10,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(sort_keys(&subs), vec!["SUB#c1", "SUB#c2"]);
+    let range = SortKeys::Between("EVT#02".into(), "EVT#03".into());
+    let events = store
+        .query(Query::new("P#query-select", range, 10))
+        .await
+        .unwrap();
+    assert_eq!(sort_keys(&events), vec!["EVT#02", "EVT#03"]);
+    let after = store
+        .query(Query::new("P#query-select", SortKeys::Prefix("EVT#".into()), 10).after("EVT#01"))
+        .await
+        .unwrap();
+    assert_eq!(sort_keys(&after), vec!["EVT#02", "EVT#03"]);
+    let none = store
+        .query(Query::new(
+            "P#query-select",
+            SortKeys::Prefix("NOPE#".into()),
+            10,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(none, Page::default());
+}
+
+pub async fn the_ttl_attribute_is_stored_like_any_other(store: &dyn Store) {
+    // Far in the future: no store may have expired it yet.
+    let session = item("P#ttl", "session").with(TTL_ATTRIBUTE, Attr::N(4_102_444_800));
+    put(store, session.clone()).await;
+    let read = store.get(&session.key).await.unwrap().unwrap();
+    assert_eq!(read.expires_at(), Some(4_102_444_800));
+    assert_eq!(read, session);
+}
+
+async fn next_changes(feed: &mut Box<dyn ChangeFeed>, count: usize) -> Vec<Change> {
+    let mut changes = Vec::new();
+    while changes.len() < count {
+        let batch = tokio::time::timeout(FEED_PATIENCE, feed.next_batch(count - changes.len()))
+            .await
+            .expect("the change feed delivered nothing")
+            .unwrap();
+        assert!(!batch.is_empty(), "a batch holds at least one change");
+        changes.extend(batch);
+    }
+    changes
+}
+
+pub async fn the_change_feed_carries_every_change_in_commit_order(store: &dyn Store) {
+    let mut feed = store.change_feed().await.unwrap();
+    let v1 = item("P#feed", "doc").with("v", Attr::N(1));
+    let v2 = item("P#feed", "doc").with("v", Attr::N(2));
+    put(store, v1.clone()).await;
+    put(store, v2.clone()).await;
+    store.delete(&v2.key, Condition::Always).await.unwrap();
+    let e1 = item("P#feed", "e1");
+    let e2 = item("P#feed", "e2");
+    store
+        .transact(vec![
+            TxOp::Put {
+                item: e1.clone(),
+                condition: Condition::NotExists,
+            },
+            TxOp::Put {
+                item: e2.clone(),
+                condition: Condition::NotExists,
+            },
+        ])
+        .await
+        .unwrap();
+    let changes: Vec<Change> = next_changes(&mut feed, 5)
+        .await
+        .into_iter()
+        .filter(|c| c.key.pk == "P#feed")
+        .collect();
+    let expected = vec![
+        Change {
+            kind: ChangeKind::Insert,
+            key: v1.key.clone(),
+            new: Some(v1.clone()),
+            old: None,
+        },
+        Change {
+            kind: ChangeKind::Modify,
+            key: v1.key.clone(),
+            new: Some(v2.clone()),
+            old: Some(v1),
+        },
+        Change {
+            kind: ChangeKind::Remove,
+            key: v2.key.clone(),
+            new: None,
+            old: Some(v2),
+        },
+    ];
+    assert_eq!(changes[..3], expected[..]);
+    // The two steps of a transaction may appear in either order, but both appear.
+    let mut tx_keys: Vec<&Key> = changes[3..].iter().map(|c| &c.key).collect();
+    tx_keys.sort();
+    assert_eq!(tx_keys, vec![&e1.key, &e2.key]);
+    assert!(changes[3..].iter().all(|c| c.kind == ChangeKind::Insert));
+}
+
+pub async fn the_change_feed_starts_now_and_skips_failed_conditions(store: &dyn Store) {
+    put(store, item("P#feed-now", "before")).await;
+    let mut feed = store.change_feed().await.unwrap();
+    let refused = store
+        .put(item("P#feed-now", "before"), Condition::NotExists)
+        .await
+        .unwrap();
+    assert!(matches!(refused, Write::Conflict { .. }));
+    store
+        .delete(&Key::new("P#feed-now", "never-was"), Condition::Exists)
+        .await
+        .unwrap();
+    put(store, item("P#feed-now", "after")).await;
+    let changes = next_changes(&mut feed, 1).await;
+    let keys: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.key.pk == "P#feed-now")
+        .map(|c| c.key.sk.as_str())
+        .collect();
+    assert_eq!(keys, vec!["after"]);
+}
+
+pub async fn concurrent_conditional_puts_have_exactly_one_winner(store: &dyn Store) {
+    let attempts = (0..8).map(|writer| {
+        let claim = item("P#race", "seq-1").with("writer", Attr::N(writer));
+        store.put(claim, Condition::NotExists)
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let winners: Vec<i64> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, outcome)| matches!(outcome, Ok(Write::Done)))
+        .map(|(writer, _)| writer as i64)
+        .collect();
+    assert_eq!(winners.len(), 1, "outcomes: {outcomes:?}");
+    let stored = store
+        .get(&Key::new("P#race", "seq-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.number("writer"), Some(winners[0]));
+    for outcome in outcomes {
+        match outcome.unwrap() {
+            Write::Done => {}
+            Write::Conflict { current } => assert_eq!(current.as_ref(), Some(&stored)),
+        }
+    }
+}
