@@ -1,11 +1,19 @@
-//! The clock capability: event timestamps and TTLs come from here, so tests can set the time.
+//! The clock capability: event timestamps, TTLs and backoff waits come from here, so tests can
+//! set the time.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 pub trait Clock: Send + Sync {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// Lets `duration` pass (a backoff between lost races).
+    fn sleep(&self, duration: Duration) -> Wait<'_>;
 }
 
 /// The machine's wall clock.
@@ -17,6 +25,11 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// Both hosts (lambda_runtime and the local runner) run on tokio.
+    fn sleep(&self, duration: Duration) -> Wait<'_> {
+        Box::pin(tokio::time::sleep(duration))
     }
 }
 
@@ -37,5 +50,11 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// Time jumps forward at once.
+    fn sleep(&self, duration: Duration) -> Wait<'_> {
+        self.advance(duration.as_millis() as u64);
+        Box::pin(std::future::ready(()))
     }
 }

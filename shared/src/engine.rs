@@ -148,6 +148,7 @@ impl Engine {
     ) -> Result<ServerFrame, EngineError> {
         let published = ordering::publish(
             self.store.as_ref(),
+            self.clock.as_ref(),
             &self.heads,
             Publication {
                 room: &room,

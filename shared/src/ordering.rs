@@ -2,22 +2,46 @@
 //!
 //! The seq is claimed by a conditional put of the event item `EVT#<seq>` that only succeeds if no
 //! event holds that seq yet. Concurrent publishers (threads, Lambdas, machines) therefore can
-//! never share a seq, and since a publisher only ever claims head + 1 of an existing head, they
-//! can never skip one. The loser of a race re-reads the head and tries the next seq.
+//! never share a seq. A publisher only claims `s` once it knows `s - 1` exists (it read the head,
+//! or it just lost the race for `s - 1`), so they can never skip one either.
+//!
+//! The loser of a race for `s` goes straight for `s + 1`, with no read in between: a loser that
+//! re-read the head first would always be one round trip behind the winners and could starve.
+//! Only after several losses in a row, when its idea of the head is likely far behind, does it
+//! read the head again and jump.
+//!
+//! A loser also waits a short random time before trying again. Without it, contenders that are
+//! answered in a fixed order (a store committing in batches answers in arrival order) retry in
+//! that order too, and the last of them can lose every round. A publish that wins at once, which
+//! is every publish without a concurrent publisher in the room, never waits.
 //!
 //! A publish that carries a client `id` also writes an idempotency record `ID#<id>` in the same
 //! transaction; if that record exists, the publish is a repeat and is answered with the original
 //! seq, without a second event.
 
+use crate::clock::Clock;
 use crate::layout;
 use crate::protocol::{Event, JsonData};
 use crate::store::{Condition, Store, StoreError, Transaction, TxOp, Write};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
-/// After this many lost races in a row a publish gives up with [`Contention`]. Each lost race
-/// means another publish of the room succeeded, so the room as a whole is making progress.
-const MAX_ATTEMPTS: usize = 64;
+/// After this many lost races in a row a publish gives up with [`PublishError::Contention`].
+/// Each lost race means another publish of the room succeeded, so the room is making progress.
+const MAX_ATTEMPTS: usize = 256;
+
+/// Lost races in a row after which the head is read again rather than walked up to.
+const REREAD_HEAD_AFTER: usize = 8;
+
+/// The longest backoff after a lost race; the bound doubles from 1 ms with each loss in a row.
+const MAX_BACKOFF: Duration = Duration::from_millis(16);
+
+/// A random wait before attempt `losses + 1`: uniform up to a bound that doubles per loss.
+fn backoff(losses: usize) -> Duration {
+    let bound = Duration::from_millis(1 << losses.min(8)).min(MAX_BACKOFF);
+    Duration::from_micros(rand::random_range(0..=bound.as_micros() as u64))
+}
 
 /// Rooms whose head this process remembers; past this it forgets them all and re-reads.
 const REMEMBERED_ROOMS: usize = 10_000;
@@ -82,6 +106,7 @@ pub async fn head(store: &dyn Store, room: &str) -> Result<u64, StoreError> {
 
 pub async fn publish(
     store: &dyn Store,
+    clock: &dyn Clock,
     heads: &RoomHeads,
     p: Publication<'_>,
 ) -> Result<Published, PublishError> {
@@ -90,7 +115,7 @@ pub async fn publish(
         Some(seq) => seq,
         None => head(store, p.room).await?,
     };
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 1..=MAX_ATTEMPTS {
         let seq = known_head + 1;
         let event = layout::event_item(&Event {
             room: p.room.to_owned(),
@@ -149,10 +174,32 @@ pub async fn publish(
                 repeat: false,
             });
         }
-        known_head = head(store, p.room).await?.max(seq);
+        // `seq` is taken, so it exists: the next one is claimable without a read.
+        known_head = seq;
+        if attempt % REREAD_HEAD_AFTER == 0 {
+            known_head = head(store, p.room).await?.max(seq);
+        }
         heads.observe(p.room, known_head);
+        clock.sleep(backoff(attempt - 1)).await;
     }
     Err(PublishError::Contention {
         room: p.room.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_each_loss_and_stays_bounded() {
+        for _ in 0..200 {
+            assert!(backoff(0) <= Duration::from_millis(1));
+            assert!(backoff(2) <= Duration::from_millis(4));
+            assert!(backoff(40) <= MAX_BACKOFF);
+        }
+        // Random, not fixed: contenders must not retry in lock-step.
+        let waits: std::collections::HashSet<Duration> = (0..50).map(|_| backoff(4)).collect();
+        assert!(waits.len() > 1);
+    }
 }

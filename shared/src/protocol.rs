@@ -274,10 +274,10 @@ fn validate(request: &Request) -> Result<(), String> {
     if room.chars().any(char::is_control) {
         return Err("\"room\" must not contain control characters".to_owned());
     }
-    if let Request::Publish { id: Some(id), .. } = request {
-        if id.is_empty() || id.len() > MAX_ID_BYTES {
-            return Err(format!("\"id\" must be 1 to {MAX_ID_BYTES} bytes long"));
-        }
+    if let Request::Publish { id: Some(id), .. } = request
+        && (id.is_empty() || id.len() > MAX_ID_BYTES)
+    {
+        return Err(format!("\"id\" must be 1 to {MAX_ID_BYTES} bytes long"));
     }
     Ok(())
 }

@@ -1,1 +1,247 @@
+//! Test support: a real runner on a free port with its own data directory, and a WebSocket
+//! client that speaks the protocol the way an application would.
 
+use futures_util::{SinkExt, StreamExt};
+use livesync_runner::{Config, Runner};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A frame that has not come after this long is not coming: the test fails instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A runner with its own temporary data directory, which outlives restarts.
+pub struct Local {
+    runner: Option<Runner>,
+    dir: tempfile::TempDir,
+}
+
+impl Local {
+    pub async fn start() -> Local {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Local {
+        log_to_test_output();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(dir.path());
+        adjust(&mut config);
+        let runner = Runner::start(config).await.unwrap();
+        Local {
+            runner: Some(runner),
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.runner.as_ref().expect("running").url()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url()).await
+    }
+
+    /// Stops the runner as SIGTERM would and starts a new one on the same data directory.
+    pub async fn restart(&mut self) {
+        self.runner
+            .take()
+            .expect("running")
+            .shutdown()
+            .await
+            .unwrap();
+        self.runner = Some(
+            Runner::start(Config::for_tests(PathBuf::from(self.dir.path())))
+                .await
+                .unwrap(),
+        );
+    }
+
+    pub async fn stop(mut self) {
+        self.runner
+            .take()
+            .expect("running")
+            .shutdown()
+            .await
+            .unwrap();
+    }
+}
+
+/// The runner's log lines go to the test's captured output (shown when a test fails).
+fn log_to_test_output() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
+    });
+}
+
+/// A protocol client. Replies are matched to requests by `ref`; pushed events that arrive
+/// meanwhile are kept, in order, for [`Client::pushed_seqs`].
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pushed: VecDeque<Value>,
+    next_ref: u64,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client {
+            socket,
+            pushed: VecDeque::new(),
+            next_ref: 0,
+        }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.try_send_text(text).await.unwrap();
+    }
+
+    pub async fn try_send_text(
+        &mut self,
+        text: impl Into<String>,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.socket.send(Message::text(text.into())).await
+    }
+
+    /// The next frame from the server, whatever it is.
+    pub async fn next_frame(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("no frame from the server")
+                .expect("the server closed the connection")
+                .unwrap();
+            match message {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+                Message::Close(close) => panic!("the server closed the connection: {close:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends a frame with a fresh `ref` and returns the reply that carries it.
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        self.next_ref += 1;
+        let reference = format!("r{}", self.next_ref);
+        frame["ref"] = json!(reference);
+        self.send_text(frame.to_string()).await;
+        self.reply_to(&reference).await
+    }
+
+    /// Waits for the reply carrying `reference`, keeping pushed frames that come first.
+    pub async fn reply_to(&mut self, reference: &str) -> Value {
+        loop {
+            let frame = self.next_frame().await;
+            if frame["ref"] == json!(reference) {
+                return frame;
+            }
+            assert!(
+                is_push(&frame),
+                "unexpected frame while waiting for {reference}: {frame}"
+            );
+            self.pushed.push_back(frame);
+        }
+    }
+
+    /// Sends a frame without a `ref` and returns the next frame that is not a push.
+    pub async fn request_unreferenced(&mut self, text: impl Into<String>) -> Value {
+        self.send_text(text).await;
+        loop {
+            let frame = self.next_frame().await;
+            if !is_push(&frame) {
+                return frame;
+            }
+            self.pushed.push_back(frame);
+        }
+    }
+
+    pub async fn join(&mut self, room: &str, since: Option<u64>) -> Value {
+        let mut frame = json!({"action": "join", "room": room});
+        if let Some(since) = since {
+            frame["since"] = json!(since);
+        }
+        let reply = self.request(frame).await;
+        assert_eq!(reply["type"], "joined", "{reply}");
+        reply
+    }
+
+    pub async fn publish(&mut self, room: &str, id: Option<&str>, data: Value) -> Value {
+        let mut frame = json!({"action": "publish", "room": room, "data": data});
+        if let Some(id) = id {
+            frame["id"] = json!(id);
+        }
+        let reply = self.request(frame).await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+        reply
+    }
+
+    /// Waits until `count` pushed events of `room` have arrived; returns their seqs in arrival
+    /// order, `event` and batched `events` frames alike.
+    /// Pushes of other rooms stay queued for later calls.
+    pub async fn pushed_seqs(&mut self, room: &str, count: usize) -> Vec<u64> {
+        let mut seqs = Vec::with_capacity(count);
+        while seqs.len() < count {
+            let position = self.pushed.iter().position(|frame| frame["room"] == room);
+            let frame = match position {
+                Some(position) => self.pushed.remove(position).expect("position is in range"),
+                None => {
+                    let frame = self.next_frame().await;
+                    assert!(is_push(&frame), "expected a pushed event, got {frame}");
+                    self.pushed.push_back(frame);
+                    continue;
+                }
+            };
+            seqs.extend(events_of(&frame).iter().map(|e| e["seq"].as_u64().unwrap()));
+        }
+        seqs
+    }
+
+    /// Waits for the server to close the connection; returns the close code.
+    pub async fn closed(&mut self) -> Option<CloseCode> {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("the connection stayed open")
+            {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(close))) => return close.map(|c| c.code),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// Pushed frames: `event`, and `events` without `more` or `ref`.
+pub fn is_push(frame: &Value) -> bool {
+    frame["type"] == "event"
+        || (frame["type"] == "events" && frame.get("ref").is_none() && frame.get("more").is_none())
+}
+
+/// The events a frame carries: itself for `event`, its list for `events` and `joined`.
+pub fn events_of(frame: &Value) -> Vec<Value> {
+    match frame["type"].as_str() {
+        Some("event") => vec![frame.clone()],
+        Some("events" | "joined") => frame["events"].as_array().cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+pub fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}

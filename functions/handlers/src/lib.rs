@@ -1,1 +1,103 @@
-pub fn _x() {}
+//! The Lambda handlers: API Gateway WebSocket events in, LiveSync core calls, responses out.
+//!
+//! These are the functions behind the `connect`, `disconnect` and `message` Lambdas, and the
+//! local runner calls the very same ones with the events it builds, so whatever a client sees
+//! locally it sees on AWS. They only adapt: read the event, call the [`Engine`], map the result.
+//!
+//! The `message` handler serves `$default` and every action route. Its response body is the
+//! direct reply: API Gateway sends it back on the connection when the route has a route
+//! response (`RouteResponseSelectionExpression: $default`), and the runner does the same.
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+use livesync_core::protocol::{ErrorCode, ServerFrame};
+use livesync_core::{Engine, EngineError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("the event has no requestContext.{0}; is this an API Gateway WebSocket event?")]
+    MissingContext(&'static str),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// `$connect`. An error refuses the connection (API Gateway answers the upgrade with 500).
+pub async fn connect(
+    engine: &Engine,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let connection = connection_id(&event)?;
+    engine.connect(connection).await?;
+    tracing::info!(
+        connection,
+        source_ip = event.request_context.identity.source_ip.as_deref(),
+        "connect"
+    );
+    Ok(response(None))
+}
+
+/// `$disconnect`: best effort on AWS, so the connection's items also carry a TTL.
+pub async fn disconnect(
+    engine: &Engine,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let connection = connection_id(&event)?;
+    let rooms = engine.disconnect(connection).await?;
+    tracing::info!(
+        connection,
+        rooms,
+        status = event.request_context.disconnect_status_code,
+        "disconnect"
+    );
+    Ok(response(None))
+}
+
+/// `$default` and the action routes: one client frame in, its direct reply in the body.
+pub async fn message(
+    engine: &Engine,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    let connection = connection_id(&event)?;
+    let context = &event.request_context;
+    let request_id = context
+        .request_id
+        .as_deref()
+        .or(context.message_id.as_deref())
+        .ok_or(HandlerError::MissingContext("requestId"))?;
+    let route = context.route_key.as_deref().unwrap_or("$default");
+    tracing::info!(
+        connection,
+        route,
+        bytes = event.body.as_ref().map_or(0, String::len),
+        "route"
+    );
+    let reply = match (&event.body, event.is_base64_encoded) {
+        (Some(body), false) => engine.handle(connection, request_id, body).await,
+        (_, true) => ServerFrame::error(
+            ErrorCode::BadRequest,
+            "binary frames are not supported; send JSON text frames",
+            None,
+        ),
+        (None, false) => ServerFrame::error(
+            ErrorCode::BadRequest,
+            "empty frame; send a JSON object with an \"action\"",
+            None,
+        ),
+    };
+    Ok(response(Some(reply.to_json())))
+}
+
+fn connection_id(event: &ApiGatewayWebsocketProxyRequest) -> Result<&str, HandlerError> {
+    event
+        .request_context
+        .connection_id
+        .as_deref()
+        .ok_or(HandlerError::MissingContext("connectionId"))
+}
+
+fn response(body: Option<String>) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = 200;
+    response.body = body.map(Body::Text);
+    response
+}

@@ -1,1 +1,273 @@
-pub fn _x() {}
+//! The LiveSync local runner: the product's WebSocket API on localhost, on the same handlers.
+//!
+//! It plays API Gateway's part (upgrade, `$request.body.action` route selection, the events a
+//! Lambda receives, the reply of a route response) and DynamoDB Streams' part (the change feed
+//! of the embedded store drives the same fanout the stream Lambda runs). Nothing here decides
+//! anything about rooms or events: that is `livesync_core`, reached through `livesync_handlers`.
+//!
+//! * [`gateway`]: route selection and API Gateway event building.
+//! * [`connections`]: live sockets, and the local PostToConnection.
+//! * [`socket`]: one client's socket from upgrade to close.
+
+pub mod connections;
+pub mod gateway;
+mod socket;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use connections::Connections;
+use gateway::{Peer, Stage};
+use livesync_core::clock::{Clock, SystemClock};
+use livesync_core::engine::Chain;
+use livesync_core::store::{ChangeFeed, Store, StoreError};
+use livesync_core::{Engine, Fanout};
+use livesync_embedded_store::{EmbeddedStore, Options};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Frames read from a socket at most. API Gateway's own limit (128 KB) is answered with a
+/// `too_large` error by the handler; this larger one protects the runner, and a frame over it
+/// closes the connection with 1009, as API Gateway does for frames it cannot take.
+pub const MAX_READ_BYTES: usize = 1024 * 1024;
+
+/// Change-feed records handed to one fanout call at most (an event source mapping's batch size).
+pub const FANOUT_BATCH: usize = 100;
+
+/// How long shutdown waits for sockets to close and run `$disconnect`.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "livesync",
+    version,
+    about = "LiveSync local runner: the LiveSync WebSocket API on localhost"
+)]
+pub struct Config {
+    /// Address to listen on (use port 0 for any free port).
+    #[arg(long, env = "LIVESYNC_LISTEN", default_value = "127.0.0.1:3001")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store; created if missing, kept across restarts.
+    #[arg(long, env = "LIVESYNC_DATA_DIR", default_value = "./.livesync")]
+    pub data_dir: PathBuf,
+    /// Frames queued for one connection before it is closed as too slow.
+    #[arg(long, env = "LIVESYNC_SEND_QUEUE", default_value_t = 1024)]
+    pub send_queue: usize,
+    /// Stage name reported in events, as API Gateway's stage.
+    #[arg(long, env = "LIVESYNC_STAGE", default_value = "local")]
+    pub stage: String,
+}
+
+impl Config {
+    /// The defaults, with the given data directory and any free port on loopback.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            send_queue: 1024,
+            stage: "local".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("cannot open the store in {dir}")]
+    Store { dir: PathBuf, source: StoreError },
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What every socket shares.
+pub(crate) struct App {
+    pub(crate) engine: Engine,
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) stage: Stage,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) send_queue: usize,
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+/// A running runner. Dropping it does not stop it; call [`Runner::shutdown`].
+pub struct Runner {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), RunnerError>>,
+}
+
+impl Runner {
+    pub async fn start(config: Config) -> Result<Runner, RunnerError> {
+        let store_error = |source| RunnerError::Store {
+            dir: config.data_dir.clone(),
+            source,
+        };
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(&config.data_dir, Options::default()).map_err(store_error)?,
+        );
+        let feed = store.change_feed().await.map_err(store_error)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RunnerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| RunnerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let connections = Arc::new(Connections::default());
+        let (stop, stopping) = watch::channel(false);
+        let app = Arc::new(App {
+            engine: Engine::new(store.clone(), clock.clone()),
+            connections: connections.clone(),
+            stage: Stage {
+                api_id: "local".to_owned(),
+                stage: config.stage.clone(),
+                domain_name: local_addr.to_string(),
+            },
+            clock,
+            send_queue: config.send_queue,
+            stopping: stopping.clone(),
+        });
+        let fanout = Fanout::new(store, connections.clone());
+        let fanout_task = tokio::spawn(run_fanout(feed, fanout, stopping.clone()));
+
+        let router = Router::new().route("/", get(upgrade)).with_state(app);
+        let mut server_stopping = stopping.clone();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stopped(&mut server_stopping).await });
+        let task = tokio::spawn(async move {
+            server.await.map_err(RunnerError::Serve)?;
+            // Upgraded sockets outlive the HTTP server: they close on the same signal and run
+            // `$disconnect`; wait for them so their store writes finish before we return.
+            if tokio::time::timeout(CLOSE_GRACE, connections.closed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    open = connections.len(),
+                    "sockets still open after the grace period"
+                );
+            }
+            let _ = fanout_task.await;
+            Ok(())
+        });
+        tracing::info!(%local_addr, "listening");
+        Ok(Runner {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The WebSocket URL clients connect to.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.local_addr)
+    }
+
+    /// Stops accepting, closes every socket (1001), runs their `$disconnect`, and returns once
+    /// done. Every acknowledged write is already durable; nothing is lost by stopping.
+    pub async fn shutdown(self) -> Result<(), RunnerError> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+async fn upgrade(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let now = app.clock.now_ms() as i64;
+    let peer = Peer {
+        connection_id: gateway::new_id(),
+        connected_at_ms: now,
+        source_ip: gateway::source_ip(&remote),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    // As on API Gateway, `$connect` runs before the upgrade completes and can refuse it.
+    let event = app.stage.connect_event(&peer, &headers, now);
+    match livesync_handlers::connect(&app.engine, event).await {
+        Ok(response) if (200..300).contains(&response.status_code) => {}
+        Ok(response) => {
+            return StatusCode::from_u16(response.status_code as u16)
+                .unwrap_or(StatusCode::FORBIDDEN)
+                .into_response();
+        }
+        Err(error) => {
+            tracing::error!(connection = peer.connection_id, error = %Chain(&error), "$connect failed");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    }
+    let failed_app = app.clone();
+    let failed_peer = peer.clone();
+    ws.max_message_size(MAX_READ_BYTES)
+        .max_frame_size(MAX_READ_BYTES)
+        .on_failed_upgrade(move |error| {
+            tracing::info!(connection = failed_peer.connection_id, %error, "upgrade failed");
+            tokio::spawn(async move {
+                let _ = failed_app
+                    .engine
+                    .disconnect(&failed_peer.connection_id)
+                    .await;
+            });
+        })
+        .on_upgrade(move |socket| socket::serve(app, socket, peer))
+}
+
+/// The local event source mapping: change feed -> fanout, batch after batch, in order.
+async fn run_fanout(
+    mut feed: Box<dyn ChangeFeed>,
+    fanout: Fanout,
+    mut stopping: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            batch = feed.next_batch(FANOUT_BATCH) => match batch {
+                Ok(changes) => {
+                    if let Err(error) = fanout.deliver(&changes).await {
+                        tracing::error!(error = %Chain(&error), "fanout failed; subscribers recover with sync");
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(error = %Chain(&error), "change feed failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            () = stopped(&mut stopping) => return,
+        }
+    }
+}
+
+/// Resolves once shutdown has been asked for (or the runner is gone).
+pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}

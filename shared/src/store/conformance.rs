@@ -477,7 +477,7 @@ pub async fn the_change_feed_carries_every_change_in_commit_order(store: &dyn St
         .into_iter()
         .filter(|c| c.key.pk == "P#feed")
         .collect();
-    let expected = vec![
+    let expected = [
         Change {
             kind: ChangeKind::Insert,
             key: v1.key.clone(),

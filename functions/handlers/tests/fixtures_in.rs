@@ -1,0 +1,166 @@
+//! Each handler, fed recorded API Gateway WebSocket events.
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+use livesync_core::clock::SystemClock;
+use livesync_core::store::{Query, SortKeys};
+use livesync_core::{Engine, layout};
+use livesync_embedded_store::{EmbeddedStore, Options};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const CONNECTION: &str = "CpbWUd2JDoECJ5w=";
+
+fn fixture(name: &str) -> ApiGatewayWebsocketProxyRequest {
+    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn engine() -> (Engine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), Options::default()).unwrap();
+    (Engine::new(Arc::new(store), Arc::new(SystemClock)), dir)
+}
+
+fn reply(response: &ApiGatewayProxyResponse) -> Value {
+    assert_eq!(response.status_code, 200);
+    match &response.body {
+        Some(Body::Text(text)) => serde_json::from_str(text).unwrap(),
+        other => panic!("expected a text reply, got {other:?}"),
+    }
+}
+
+async fn connection_items(engine: &Engine) -> Vec<String> {
+    let page = engine
+        .store()
+        .query(Query::new(
+            layout::connection_pk(CONNECTION),
+            SortKeys::All,
+            100,
+        ))
+        .await
+        .unwrap();
+    page.items.into_iter().map(|item| item.key.sk).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_records_the_connection_from_a_real_connect_event() {
+    let (engine, _dir) = engine();
+
+    let response = livesync_handlers::connect(&engine, fixture("connect"))
+        .await
+        .unwrap();
+
+    assert_eq!(response.status_code, 200);
+    assert_eq!(connection_items(&engine).await, vec!["META"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_then_publish_reply_in_the_body_with_the_ref_echoed() {
+    let (engine, _dir) = engine();
+    livesync_handlers::connect(&engine, fixture("connect"))
+        .await
+        .unwrap();
+
+    let joined = reply(
+        &livesync_handlers::message(&engine, fixture("join"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        joined,
+        json!({"type": "joined", "room": "lobby", "seq": 0, "events": [], "more": false, "ref": "j1"})
+    );
+
+    let ack = reply(
+        &livesync_handlers::message(&engine, fixture("publish"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        ack,
+        json!({"type": "ack", "room": "lobby", "seq": 1, "id": "msg-1", "ref": 7})
+    );
+
+    // API Gateway retries nothing, but clients do: the same event again is the same ack.
+    let repeat = reply(
+        &livesync_handlers::message(&engine, fixture("publish"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(repeat, ack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_route_frame_that_is_not_json_gets_a_bad_request_reply() {
+    let (engine, _dir) = engine();
+
+    let error = reply(
+        &livesync_handlers::message(&engine, fixture("default-not-json"))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], "bad_request");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("frame is not valid JSON"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_frame_is_refused_with_a_reason() {
+    let (engine, _dir) = engine();
+    let mut event = fixture("publish");
+    event.is_base64_encoded = true;
+
+    let error = reply(&livesync_handlers::message(&engine, event).await.unwrap());
+
+    assert_eq!(error["code"], "bad_request");
+    assert!(
+        error["message"].as_str().unwrap().contains("binary frames"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_forgets_the_connection_and_its_rooms() {
+    let (engine, _dir) = engine();
+    livesync_handlers::connect(&engine, fixture("connect"))
+        .await
+        .unwrap();
+    livesync_handlers::message(&engine, fixture("join"))
+        .await
+        .unwrap();
+    assert_eq!(connection_items(&engine).await, vec!["META", "SUB#lobby"]);
+
+    livesync_handlers::disconnect(&engine, fixture("disconnect"))
+        .await
+        .unwrap();
+
+    assert!(connection_items(&engine).await.is_empty());
+    let subscribers = engine
+        .store()
+        .query(layout::subscribers_of("lobby", 10))
+        .await
+        .unwrap();
+    assert!(subscribers.items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_without_a_connection_id_is_an_error_not_a_guess() {
+    let (engine, _dir) = engine();
+    let mut event = fixture("publish");
+    event.request_context.connection_id = None;
+
+    let error = livesync_handlers::message(&engine, event)
+        .await
+        .unwrap_err();
+
+    assert!(error.to_string().contains("connectionId"), "{error}");
+}

@@ -1,0 +1,166 @@
+//! One client's WebSocket, from upgrade to close: the only place frames meet the network.
+//!
+//! The socket reads frames and hands each, as an API Gateway event, to the same `message`
+//! handler the Lambda runs; the reply goes back through the socket's queue. Pushed frames arrive
+//! in the same queue from the fanout. The writer drains whatever is queued and flushes once, so a
+//! burst costs one write, not one per frame. Frames from one client are handled one at a time,
+//! in order.
+
+use crate::App;
+use crate::gateway::Peer;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use livesync_core::poster::Frame;
+use livesync_core::protocol::{ErrorCode, ServerFrame};
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, watch};
+
+/// Why a socket ended: the close code and reason sent to the client (when it can still hear
+/// them) and reported to `$disconnect`.
+struct Ending {
+    code: u16,
+    reason: &'static str,
+    /// Whether to send a close frame: not when the client closed or vanished.
+    tell_client: bool,
+}
+
+impl Ending {
+    fn by_server(code: u16, reason: &'static str) -> Self {
+        Ending {
+            code,
+            reason,
+            tell_client: true,
+        }
+    }
+
+    fn by_client(code: u16, reason: &'static str) -> Self {
+        Ending {
+            code,
+            reason,
+            tell_client: false,
+        }
+    }
+}
+
+pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
+    let registration = app
+        .connections
+        .register(&peer.connection_id, app.send_queue);
+    let (mut sink, stream) = socket.split();
+    let ending = tokio::select! {
+        ending = write_frames(&mut sink, registration.outbox, &registration.too_slow, app.stopping.clone()) => ending,
+        ending = read_frames(&app, stream, &peer, &registration.replies) => ending,
+    };
+    app.connections.remove(&peer.connection_id);
+    if ending.tell_client {
+        let close = CloseFrame {
+            code: ending.code,
+            reason: Utf8Bytes::from_static(ending.reason),
+        };
+        let _ = sink.send(Message::Close(Some(close))).await;
+    }
+    let event =
+        app.stage
+            .disconnect_event(&peer, ending.code, ending.reason, app.clock.now_ms() as i64);
+    if let Err(error) = livesync_handlers::disconnect(&app.engine, event).await {
+        tracing::error!(connection = peer.connection_id, %error, "$disconnect failed");
+    }
+}
+
+async fn read_frames(
+    app: &App,
+    mut stream: SplitStream<WebSocket>,
+    peer: &Peer,
+    replies: &mpsc::Sender<Frame>,
+) -> Ending {
+    while let Some(message) = stream.next().await {
+        let (body, binary) = match message {
+            Ok(Message::Text(text)) => (text.as_str().to_owned(), false),
+            Ok(Message::Binary(bytes)) => {
+                use base64::Engine as _;
+                (
+                    base64::engine::general_purpose::STANDARD.encode(&bytes),
+                    true,
+                )
+            }
+            Ok(Message::Close(_)) => return Ending::by_client(close_code::NORMAL, "Client closed"),
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Err(error) => return read_failed(peer, error),
+        };
+        let event = app
+            .stage
+            .message_event(peer, body, binary, app.clock.now_ms() as i64);
+        let reply = match livesync_handlers::message(&app.engine, event).await {
+            Ok(response) => match response.body {
+                Some(aws_lambda_events::encodings::Body::Text(text)) => text,
+                _ => continue,
+            },
+            Err(error) => {
+                tracing::error!(connection = peer.connection_id, %error, "message handler failed");
+                ServerFrame::error(
+                    ErrorCode::Internal,
+                    "the server failed to handle this frame",
+                    None,
+                )
+                .to_json()
+            }
+        };
+        if replies.send(Frame::new(reply)).await.is_err() {
+            break;
+        }
+    }
+    Ending::by_client(close_code::AWAY, "Client went away")
+}
+
+fn read_failed(peer: &Peer, error: axum::Error) -> Ending {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+    let inner = error.into_inner();
+    match inner.downcast_ref::<Error>() {
+        Some(Error::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+            tracing::info!(
+                connection = peer.connection_id,
+                size,
+                max_size,
+                "frame over the read limit"
+            );
+            Ending::by_server(close_code::SIZE, "Message too big")
+        }
+        _ => {
+            tracing::info!(connection = peer.connection_id, error = %inner, "socket read failed");
+            Ending::by_client(close_code::ABNORMAL, "Connection lost")
+        }
+    }
+}
+
+async fn write_frames(
+    sink: &mut SplitSink<WebSocket, Message>,
+    mut outbox: mpsc::Receiver<Frame>,
+    too_slow: &Notify,
+    mut stopping: watch::Receiver<bool>,
+) -> Ending {
+    loop {
+        tokio::select! {
+            frame = outbox.recv() => {
+                let Some(frame) = frame else { return Ending::by_server(close_code::AWAY, "Going away") };
+                let mut batch = vec![frame];
+                while let Ok(frame) = outbox.try_recv() {
+                    batch.push(frame);
+                }
+                for frame in batch {
+                    let Ok(text) = Utf8Bytes::try_from(frame.bytes().clone()) else { continue };
+                    if sink.feed(Message::Text(text)).await.is_err() {
+                        return Ending::by_client(close_code::ABNORMAL, "Connection lost");
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return Ending::by_client(close_code::ABNORMAL, "Connection lost");
+                }
+            }
+            () = too_slow.notified() => {
+                return Ending::by_server(close_code::POLICY, "too slow: send queue full; reconnect and join with since");
+            }
+            () = crate::stopped(&mut stopping) => return Ending::by_server(close_code::AWAY, "server shutting down"),
+        }
+    }
+}
