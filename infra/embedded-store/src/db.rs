@@ -61,6 +61,17 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
+/// A second connection for reads only; opened after [`open`] has set up the file.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags).map_err(unavailable)?;
+    connection
+        .execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(unavailable)?;
+    Ok(connection)
+}
+
 pub fn last_change(connection: &Connection) -> Result<i64, StoreError> {
     // The AUTOINCREMENT high-water mark survives pruning; max(id) would not.
     connection
@@ -154,7 +165,12 @@ fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
-impl Db<'_> {
+impl<'a> Db<'a> {
+    /// Reads outside any job: each statement sees the latest committed state.
+    pub fn reading(sql: &'a Connection) -> Self {
+        Db { sql, failed: false }
+    }
+
     fn check<T>(&mut self, result: rusqlite::Result<T>) -> Result<T, StoreError> {
         result.map_err(|error| {
             self.failed = true;

@@ -3,10 +3,14 @@
 //! It mirrors DynamoDB's semantics (see `livesync_core::store`), checked by the same conformance
 //! suite. Two choices shape it:
 //!
-//! * **One store thread.** SQLite allows one writer at a time anyway, so every request becomes a
-//!   job for a dedicated thread that owns the connection. The thread takes all the jobs that are
-//!   waiting, runs each in its own savepoint, and commits them together: one fsync acknowledges
-//!   many writes (group commit), and no request is answered before its write is durable.
+//! * **One writer thread, one reader thread.** SQLite allows one writer at a time anyway, so every
+//!   write becomes a job for a dedicated thread that owns the writing connection. It takes all the
+//!   jobs that are waiting, runs each in its own savepoint (conditions are evaluated there, so
+//!   they see every earlier write), and commits them together: one fsync acknowledges many
+//!   writes (group commit), and no write is answered before it is durable. Reads (`get`,
+//!   `query`, the change feed) run on a second connection in their own thread: in WAL mode they
+//!   see every committed write and never wait behind a writer's fsync, which keeps the fanout
+//!   path fast while publishes are being committed.
 //! * **A change log table.** Every change is appended, in the same SQLite transaction, to
 //!   `changes` with a monotonic id. The change feed reads that log after a cursor, so the order is
 //!   commit order, writers never wait for readers, and a slow fanout cannot block a publish.
@@ -53,6 +57,7 @@ impl Default for Options {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     jobs: mpsc::Sender<Job>,
+    reads: mpsc::Sender<Read>,
     committed: watch::Receiver<i64>,
     feeds: FeedCursors,
     path: PathBuf,
@@ -66,6 +71,9 @@ type FeedCursors = Arc<Mutex<Vec<Weak<AtomicI64>>>>;
 type Job = Box<dyn FnOnce(&mut db::Db<'_>) -> Answer + Send>;
 type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
+/// Work for the reader thread: runs against committed data and answers the caller itself.
+type Read = Box<dyn FnOnce(&mut db::Db<'_>) + Send>;
+
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path, options: Options) -> Result<Self, StoreError> {
@@ -73,6 +81,12 @@ impl EmbeddedStore {
         let path = data_dir.join(DATABASE_FILE);
         let connection = db::open(&path)?;
         let last_change = db::last_change(&connection)?;
+        let reader = db::open_reader(&path)?;
+        let (reads, read_inbox) = mpsc::channel::<Read>();
+        std::thread::Builder::new()
+            .name("livesync-store-reader".into())
+            .spawn(move || reader_thread(reader, read_inbox))
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (committed_tx, committed) = watch::channel(last_change);
         let feeds = FeedCursors::default();
@@ -83,6 +97,7 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         Ok(EmbeddedStore {
             jobs,
+            reads,
             committed,
             feeds,
             path,
@@ -119,6 +134,24 @@ impl EmbeddedStore {
         });
         self.jobs.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut db::Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let read: Read = Box::new(move |db| {
+            let _ = reply.send(work(db));
+        });
+        self.reads.send(read).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn reader_thread(connection: rusqlite::Connection, inbox: mpsc::Receiver<Read>) {
+    while let Ok(read) = inbox.recv() {
+        read(&mut db::Db::reading(&connection));
     }
 }
 
@@ -173,7 +206,7 @@ fn store_thread(
 impl Store for EmbeddedStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
         let key = key.clone();
-        self.run(move |db| db.get(&key)).await
+        self.read(move |db| db.get(&key)).await
     }
 
     async fn put(&self, item: Item, condition: Condition) -> Result<Write, StoreError> {
@@ -191,7 +224,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn query(&self, query: Query) -> Result<Page, StoreError> {
-        self.run(move |db| db.query(&query)).await
+        self.read(move |db| db.query(&query)).await
     }
 
     async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError> {
@@ -225,7 +258,7 @@ impl ChangeFeed for Feed {
                 let max = max.max(1);
                 let changes = self
                     .store
-                    .run(move |db| db.changes_after(cursor, max))
+                    .read(move |db| db.changes_after(cursor, max))
                     .await?;
                 if let Some((last, _)) = changes.last() {
                     self.cursor.store(*last, Ordering::Release);

@@ -38,6 +38,9 @@ use tokio::task::JoinHandle;
 /// closes the connection with 1009, as API Gateway does for frames it cannot take.
 pub const MAX_READ_BYTES: usize = 1024 * 1024;
 
+/// Starting size of each socket's read and write buffers.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Change-feed records handed to one fanout call at most (an event source mapping's batch size).
 pub const FANOUT_BATCH: usize = 100;
 
@@ -230,6 +233,10 @@ async fn upgrade(
     let failed_peer = peer.clone();
     ws.max_message_size(MAX_READ_BYTES)
         .max_frame_size(MAX_READ_BYTES)
+        // Small starting buffers: most frames are small and an idle connection should cost
+        // little. Both grow on demand for a large frame.
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
         .on_failed_upgrade(move |error| {
             tracing::info!(connection = failed_peer.connection_id, %error, "upgrade failed");
             tokio::spawn(async move {

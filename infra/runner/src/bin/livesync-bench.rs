@@ -1,0 +1,311 @@
+//! `cargo run --release -p livesync-runner --bin livesync-bench`: LiveSync's benchmark.
+//!
+//! It starts the runner as a separate process (this same binary, in `--serve` mode, so the
+//! server's memory and CPU are its own), then measures:
+//!
+//! * **fanout**: `--subscribers` clients join one room; one publisher keeps up to `--window`
+//!   publishes unacknowledged; every event is persisted by the embedded store. Reported:
+//!   deliveries per second (events received, summed over subscribers) and publish-to-receipt
+//!   latency percentiles over every delivery.
+//! * **idle memory**: the server's resident memory with `--subscribers` idle connections.
+//!
+//! Figures are printed, never asserted: speed belongs here, not in the tests.
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use livesync_runner::{Config, Runner};
+use serde::Deserialize;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark the LiveSync local runner")]
+struct Args {
+    /// Subscribed connections in the room (and idle connections for the memory figure).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Publishes the publisher keeps unacknowledged.
+    #[arg(long, default_value_t = 4)]
+    window: usize,
+    /// Publishes in the fanout run.
+    #[arg(long, default_value_t = 3000)]
+    publishes: u64,
+    /// Publishes per second at most (0: as fast as acknowledgements allow).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Bytes of payload per event.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Serve instead of benchmarking (used by the benchmark itself).
+    #[arg(long, hide = true)]
+    serve: Option<std::path::PathBuf>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some(data_dir) = args.serve {
+        return runtime.block_on(serve(data_dir));
+    }
+    runtime.block_on(bench(args))
+}
+
+/// The server side: the ordinary runner, announcing its address on stdout.
+async fn serve(data_dir: std::path::PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let runner = Runner::start(Config::for_tests(data_dir)).await?;
+    println!("{}", runner.url());
+    // Runs until the benchmark closes our stdin.
+    tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await?;
+    runner.shutdown().await?;
+    Ok(())
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Result<Server, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--serve")
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+        Ok(Server {
+            child,
+            url: line.trim().to_owned(),
+            _dir: dir,
+        })
+    }
+
+    fn resident_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        // utime + stime, fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second).
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+        ticks as f64 / 100.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str) -> Socket {
+    // Many connections at once can overflow the listen backlog; retry rather than fail.
+    for _ in 0..50 {
+        if let Ok((socket, _)) = tokio_tungstenite::connect_async(url).await {
+            return socket;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {url}");
+}
+
+async fn request(socket: &mut Socket, frame: String) -> String {
+    socket.send(Message::text(frame)).await.unwrap();
+    loop {
+        if let Some(Ok(Message::Text(text))) = socket.next().await {
+            return text.as_str().to_owned();
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Pushed {
+    #[serde(default)]
+    data: Option<Probe>,
+    #[serde(default)]
+    events: Vec<PushedEvent>,
+}
+
+#[derive(Deserialize)]
+struct PushedEvent {
+    data: Probe,
+}
+
+/// What the publisher puts in each event: when it was sent, in µs since the benchmark began.
+#[derive(Deserialize)]
+struct Probe {
+    t: u64,
+}
+
+async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let server = Server::start()?;
+    let start = Instant::now();
+    let baseline_kib = server.resident_kib();
+    println!(
+        "LiveSync benchmark: runner at {} (separate process, embedded store persisting every event)",
+        server.url
+    );
+
+    let mut subscribers = Vec::with_capacity(args.subscribers);
+    for _ in 0..args.subscribers {
+        subscribers.push(connect(&server.url).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_kib = server.resident_kib();
+    println!(
+        "idle memory: {} connections -> server resident {:.1} MiB (empty server {:.1} MiB)",
+        args.subscribers,
+        idle_kib as f64 / 1024.0,
+        baseline_kib as f64 / 1024.0
+    );
+
+    for socket in &mut subscribers {
+        let reply = request(socket, r#"{"action":"join","room":"bench"}"#.to_owned()).await;
+        assert!(reply.contains("\"joined\""), "{reply}");
+    }
+    let expected = args.publishes;
+    let received = Arc::new(AtomicU64::new(0));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Vec<u32>>(args.subscribers);
+    for mut socket in subscribers {
+        let received = received.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let mut latencies_us = Vec::with_capacity(expected as usize);
+            while (latencies_us.len() as u64) < expected {
+                let Some(Ok(Message::Text(text))) = socket.next().await else {
+                    break;
+                };
+                let now = start.elapsed().as_micros() as u64;
+                let Ok(pushed) = serde_json::from_str::<Pushed>(text.as_str()) else {
+                    continue;
+                };
+                let probes = pushed
+                    .data
+                    .into_iter()
+                    .chain(pushed.events.into_iter().map(|e| e.data));
+                for probe in probes {
+                    latencies_us.push(now.saturating_sub(probe.t) as u32);
+                }
+                received.store(latencies_us.len() as u64, Ordering::Relaxed);
+            }
+            let _ = done.send(latencies_us).await;
+        });
+    }
+    drop(done_tx);
+
+    let mut publisher = connect(&server.url).await;
+    let padding = "x".repeat(args.payload);
+    let cpu_before = server.cpu_seconds();
+    let began = Instant::now();
+    let mut in_flight = 0usize;
+    let mut sent = 0u64;
+    let mut acked = 0u64;
+    while acked < expected {
+        while in_flight < args.window && sent < expected {
+            if args.rate > 0 {
+                let due = began + Duration::from_secs_f64(sent as f64 / args.rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let t = start.elapsed().as_micros() as u64;
+            let frame = format!(
+                r#"{{"action":"publish","room":"bench","data":{{"t":{t},"pad":"{padding}"}}}}"#
+            );
+            publisher.send(Message::text(frame)).await?;
+            sent += 1;
+            in_flight += 1;
+        }
+        match publisher.next().await {
+            Some(Ok(Message::Text(text))) if text.as_str().contains("\"ack\"") => {
+                acked += 1;
+                in_flight -= 1;
+            }
+            Some(Ok(_)) => {}
+            other => return Err(format!("publisher lost its connection: {other:?}").into()),
+        }
+    }
+    let publish_elapsed = began.elapsed();
+
+    let mut latencies: Vec<u32> = Vec::with_capacity(args.subscribers * expected as usize);
+    while let Some(mine) = done_rx.recv().await {
+        latencies.extend(mine);
+    }
+    let elapsed = began.elapsed();
+    let cpu = server.cpu_seconds() - cpu_before;
+    latencies.sort_unstable();
+    let percentile = |p: f64| -> f64 {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let deliveries = latencies.len() as f64;
+    println!(
+        "fanout: {} subscribers, {} publishes (window {}, {}), {} B payload",
+        args.subscribers,
+        expected,
+        args.window,
+        if args.rate > 0 {
+            format!("paced at {}/s", args.rate)
+        } else {
+            "unpaced".to_owned()
+        },
+        args.payload
+    );
+    println!(
+        "  publishes acknowledged: {:.0}/s ({:.2} s)",
+        expected as f64 / publish_elapsed.as_secs_f64(),
+        publish_elapsed.as_secs_f64()
+    );
+    println!(
+        "  deliveries: {:.0} of {} expected, {:.0}/s over {:.2} s",
+        deliveries,
+        args.subscribers as u64 * expected,
+        deliveries / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  publish-to-receipt latency: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+        percentile(0.50),
+        percentile(0.99),
+        percentile(0.999),
+        percentile(1.0)
+    );
+    println!(
+        "  server CPU: {:.2} s for {:.2} s wall ({:.0}% of one core); resident {:.1} MiB",
+        cpu,
+        elapsed.as_secs_f64(),
+        100.0 * cpu / elapsed.as_secs_f64(),
+        server.resident_kib() as f64 / 1024.0
+    );
+    Ok(())
+}
