@@ -111,3 +111,40 @@ async fn rooms_are_independent_and_leaving_stops_the_pushes() {
         "no push of room a is queued before this reply"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_closed_and_nobody_else_waits_for_it() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let local = Local::start_with(|config| config.send_queue = 8).await;
+    let mut healthy = local.client().await;
+    healthy.join("firehose", None).await;
+    // A raw socket that joins and then never reads again.
+    let mut stalled = local.client().await;
+    stalled.join("firehose", None).await;
+
+    let published = 200;
+    let reading = tokio::spawn(async move { healthy.pushed_seqs("firehose", published).await });
+    let mut writer = local.client().await;
+    let blob = "z".repeat(60 * 1024);
+    for _ in 0..published {
+        writer.publish("firehose", None, json!(blob)).await;
+    }
+
+    // The healthy subscriber gets everything, in order, while the stalled one holds nothing up.
+    assert_eq!(
+        reading.await.unwrap(),
+        (1..=published as u64).collect::<Vec<_>>()
+    );
+    // The stalled one, once it looks, finds its connection closed as too slow (1008), after
+    // whatever frames had already reached its socket buffers.
+    let code = loop {
+        match stalled.next_message().await {
+            Some(tokio_tungstenite::tungstenite::Message::Close(close)) => {
+                break close.map(|c| c.code);
+            }
+            Some(_) => continue,
+            None => break None,
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Policy));
+}

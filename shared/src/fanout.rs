@@ -249,3 +249,132 @@ enum Outcome {
     Gone,
     Failed,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::JsonData;
+    use crate::store::Item;
+
+    fn event(room: &str, seq: u64, data: &str) -> Event {
+        Event {
+            room: room.into(),
+            seq,
+            id: format!("e{seq}"),
+            from: "c".into(),
+            data: JsonData::from_json(format!("\"{data}\"")).unwrap(),
+            ts: 1,
+        }
+    }
+
+    fn inserted(event: &Event) -> Change {
+        let item = layout::event_item(event);
+        Change {
+            kind: ChangeKind::Insert,
+            key: item.key.clone(),
+            new: Some(item),
+            old: None,
+        }
+    }
+
+    fn frame_seqs(frame: &Frame) -> Vec<u64> {
+        let parsed: ServerFrame = serde_json::from_slice(frame.bytes()).unwrap();
+        match parsed {
+            ServerFrame::Event(event) => vec![event.seq],
+            ServerFrame::Events {
+                events,
+                more: None,
+                reference: None,
+                ..
+            } => events.iter().map(|e| e.seq).collect(),
+            other => panic!("not a push: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lone_event_is_pushed_as_an_event_frame() {
+        let plan = FanoutPlan::from_changes(&[inserted(&event("a", 1, "x"))]).unwrap();
+        assert_eq!(plan.rooms.len(), 1);
+        let text = std::str::from_utf8(plan.rooms[0].frames[0].bytes()).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"event","room":"a","seq":1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn events_are_grouped_by_room_in_feed_order_and_everything_else_is_ignored() {
+        let connection = Item::new(crate::store::Key::new("CONN#c", "META"));
+        let changes = vec![
+            inserted(&event("a", 1, "x")),
+            Change {
+                kind: ChangeKind::Insert,
+                key: connection.key.clone(),
+                new: Some(connection.clone()),
+                old: None,
+            },
+            inserted(&event("b", 7, "y")),
+            inserted(&event("a", 2, "z")),
+            Change {
+                kind: ChangeKind::Remove,
+                key: connection.key.clone(),
+                new: None,
+                old: Some(connection),
+            },
+            inserted(&event("a", 3, "w")),
+        ];
+        let plan = FanoutPlan::from_changes(&changes).unwrap();
+        let rooms: Vec<(&str, u64, u64, usize)> = plan
+            .rooms
+            .iter()
+            .map(|r| (r.room.as_str(), r.first_seq, r.last_seq, r.events))
+            .collect();
+        assert_eq!(rooms, vec![("a", 1, 3, 3), ("b", 7, 7, 1)]);
+        assert_eq!(
+            plan.rooms[0].frames.len(),
+            1,
+            "one frame for a's three events"
+        );
+        assert_eq!(frame_seqs(&plan.rooms[0].frames[0]), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn batched_frames_stay_under_32_kb_and_keep_every_event_in_order() {
+        let data = "d".repeat(3000);
+        let changes: Vec<Change> = (1..=40)
+            .map(|seq| inserted(&event("big", seq, &data)))
+            .collect();
+        let plan = FanoutPlan::from_changes(&changes).unwrap();
+        let frames = &plan.rooms[0].frames;
+        assert!(frames.len() > 1);
+        assert!(
+            frames.iter().all(|f| f.len() <= MAX_FRAME_BYTES),
+            "{:?}",
+            frames.iter().map(Frame::len).collect::<Vec<_>>()
+        );
+        // Packed, not one event per frame: each frame but the last is close to the limit.
+        assert!(
+            frames[..frames.len() - 1]
+                .iter()
+                .all(|f| f.len() > MAX_FRAME_BYTES - 3200)
+        );
+        let seqs: Vec<u64> = frames.iter().flat_map(frame_seqs).collect();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_event_larger_than_a_frame_travels_alone() {
+        let huge = "h".repeat(MAX_FRAME_BYTES + 10);
+        let changes = vec![
+            inserted(&event("r", 1, "s")),
+            inserted(&event("r", 2, &huge)),
+            inserted(&event("r", 3, "t")),
+        ];
+        let plan = FanoutPlan::from_changes(&changes).unwrap();
+        let frames = &plan.rooms[0].frames;
+        assert_eq!(
+            frames.iter().map(frame_seqs).collect::<Vec<_>>(),
+            vec![vec![1], vec![2], vec![3]]
+        );
+    }
+}

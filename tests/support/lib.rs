@@ -208,6 +208,17 @@ impl Client {
         seqs
     }
 
+    /// The next raw message, or `None` once the connection has ended.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        match tokio::time::timeout(PATIENCE, self.socket.next())
+            .await
+            .expect("nothing arrived")
+        {
+            Some(Ok(message)) => Some(message),
+            _ => None,
+        }
+    }
+
     /// Waits for the server to close the connection; returns the close code.
     pub async fn closed(&mut self) -> Option<CloseCode> {
         loop {
