@@ -85,9 +85,10 @@ pub fn last_change(connection: &Connection) -> Result<i64, StoreError> {
         .map_err(unavailable)
 }
 
-/// Runs a batch of jobs, each in its own savepoint, under one commit; then answers them all.
-/// Returns the id of the last change committed, if the commit succeeded.
-pub fn run_batch(connection: &mut Connection, batch: Vec<Job>) -> Option<i64> {
+/// Runs a batch of jobs, each in its own savepoint, under one commit; then calls `committed`
+/// with the id of the last change, and only then answers the jobs. So by the time a writer hears
+/// its write succeeded, a change feed opened from then on already starts after it.
+pub fn run_batch(connection: &mut Connection, batch: Vec<Job>, committed: impl FnOnce(i64)) {
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
     let outcome = (|| {
         let mut tx = connection
@@ -113,17 +114,16 @@ pub fn run_batch(connection: &mut Connection, batch: Vec<Job>) -> Option<i64> {
     })();
     match outcome {
         Ok(last) => {
+            committed(last);
             for answer in answers {
                 answer(Ok(()));
             }
-            Some(last)
         }
         Err(error) => {
             tracing::error!(%error, "store commit failed");
             for answer in answers {
                 answer(Err(&error));
             }
-            None
         }
     }
 }

@@ -191,14 +191,13 @@ fn store_thread(
             }));
             next_sweep = std::time::Instant::now() + options.sweep_every;
         }
-        let last_change = db::run_batch(&mut connection, batch);
-        if let Some(last_change) = last_change {
+        db::run_batch(&mut connection, batch, |last_change| {
             committed.send_if_modified(|seen| {
                 let advanced = last_change > *seen;
                 *seen = (*seen).max(last_change);
                 advanced
             });
-        }
+        });
     }
 }
 
