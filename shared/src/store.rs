@@ -119,6 +119,40 @@ impl Condition {
     }
 }
 
+/// A partial update (DynamoDB's UpdateItem): set some attributes, remove others, keep the rest.
+/// On an absent item it creates one, unless the condition says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Update {
+    pub set: Attrs,
+    pub remove: Vec<String>,
+}
+
+impl Update {
+    pub fn set(mut self, name: &str, value: Attr) -> Self {
+        self.set.insert(name.to_owned(), value);
+        self
+    }
+
+    pub fn remove(mut self, name: &str) -> Self {
+        self.remove.push(name.to_owned());
+        self
+    }
+
+    /// The item after this update, from what is stored now.
+    pub fn apply(&self, key: &Key, current: Option<&Item>) -> Item {
+        let mut item = current.cloned().unwrap_or_else(|| Item::new(key.clone()));
+        for name in &self.remove {
+            item.attrs.remove(name);
+        }
+        item.attrs.extend(
+            self.set
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        item
+    }
+}
+
 /// The outcome of a single conditional write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -291,6 +325,13 @@ pub trait Store: Send + Sync {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError>;
 
     async fn put(&self, item: Item, condition: Condition) -> Result<Write, StoreError>;
+
+    async fn update(
+        &self,
+        key: &Key,
+        update: Update,
+        condition: Condition,
+    ) -> Result<Write, StoreError>;
 
     /// Deleting an absent item under [`Condition::Always`] is `Done`.
     async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError>;

@@ -4,7 +4,7 @@
 use crate::{Answer, FeedCursors, Job};
 use livesync_core::store::{
     Attrs, Change, ChangeKind, Condition, FailedCondition, Item, Key, Order, Page, Query, SortKeys,
-    StoreError, Transaction, TxOp, Write,
+    StoreError, Transaction, TxOp, Update, Write,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
@@ -202,6 +202,20 @@ impl<'a> Db<'a> {
             return Ok(Write::Conflict { current });
         }
         self.write(item, current)?;
+        Ok(Write::Done)
+    }
+
+    pub fn update(
+        &mut self,
+        key: &Key,
+        update: &Update,
+        condition: &Condition,
+    ) -> Result<Write, StoreError> {
+        let current = self.get(key)?;
+        if !condition.holds(current.as_ref()) {
+            return Ok(Write::Conflict { current });
+        }
+        self.write(update.apply(key, current.as_ref()), current)?;
         Ok(Write::Done)
     }
 

@@ -22,7 +22,7 @@ mod db;
 use async_trait::async_trait;
 use livesync_core::store::{
     Change, ChangeFeed, Condition, Item, Key, Page, Query, Store, StoreError, Transaction, TxOp,
-    Write, check_transaction,
+    Update, Write, check_transaction,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -210,6 +210,17 @@ impl Store for EmbeddedStore {
 
     async fn put(&self, item: Item, condition: Condition) -> Result<Write, StoreError> {
         self.run(move |db| db.put(item, &condition)).await
+    }
+
+    async fn update(
+        &self,
+        key: &Key,
+        update: Update,
+        condition: Condition,
+    ) -> Result<Write, StoreError> {
+        let key = key.clone();
+        self.run(move |db| db.update(&key, &update, &condition))
+            .await
     }
 
     async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError> {

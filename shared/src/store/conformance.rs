@@ -19,6 +19,8 @@ macro_rules! store_conformance_tests {
             put_if_absent_conflicts_with_the_current_item,
             a_versioned_put_succeeds_only_on_the_expected_version,
             an_exists_condition_on_a_missing_item_conflicts_with_nothing,
+            an_update_sets_and_removes_attributes_and_keeps_the_rest,
+            a_versioned_update_conflicts_with_the_current_item,
             deletes_are_conditional_and_absent_items_delete_cleanly,
             a_transaction_applies_all_of_its_steps,
             a_failed_transaction_changes_nothing_and_names_each_failed_step,
@@ -135,6 +137,77 @@ pub async fn an_exists_condition_on_a_missing_item_conflicts_with_nothing(store:
         Write::Conflict { current: None }
     );
     assert_eq!(store.get(&ghost.key).await.unwrap(), None);
+}
+
+pub async fn an_update_sets_and_removes_attributes_and_keeps_the_rest(store: &dyn Store) {
+    let key = Key::new("P#update", "doc");
+    let created = store
+        .update(
+            &key,
+            Update::default().set("a", Attr::N(1)),
+            Condition::NotExists,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, Write::Done, "an update creates an absent item");
+    let update = Update::default()
+        .set("b", Attr::S("two".into()))
+        .set("c", Attr::N(3));
+    assert_eq!(
+        store.update(&key, update, Condition::Exists).await.unwrap(),
+        Write::Done
+    );
+    let update = Update::default()
+        .set("a", Attr::N(10))
+        .remove("c")
+        .remove("never-there");
+    assert_eq!(
+        store.update(&key, update, Condition::Always).await.unwrap(),
+        Write::Done
+    );
+    let expected = item("P#update", "doc")
+        .with("a", Attr::N(10))
+        .with("b", Attr::S("two".into()));
+    assert_eq!(store.get(&key).await.unwrap(), Some(expected));
+}
+
+pub async fn a_versioned_update_conflicts_with_the_current_item(store: &dyn Store) {
+    let key = Key::new("P#update-version", "doc");
+    put(
+        store,
+        item("P#update-version", "doc")
+            .with("version", Attr::N(5))
+            .with("body", Attr::S("v5".into())),
+    )
+    .await;
+    let on_v4 = Condition::Equals {
+        attr: "version".into(),
+        value: Attr::N(4),
+    };
+    let stale = Update::default()
+        .set("version", Attr::N(5))
+        .set("body", Attr::S("lost".into()));
+    let current = item("P#update-version", "doc")
+        .with("version", Attr::N(5))
+        .with("body", Attr::S("v5".into()));
+    assert_eq!(
+        store.update(&key, stale, on_v4).await.unwrap(),
+        Write::Conflict {
+            current: Some(current.clone())
+        }
+    );
+    assert_eq!(store.get(&key).await.unwrap(), Some(current));
+    let missing = Key::new("P#update-version", "missing");
+    let outcome = store
+        .update(
+            &missing,
+            Update::default().set("x", Attr::N(1)),
+            Condition::Exists,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, Write::Conflict { current: None });
+    assert_eq!(store.get(&missing).await.unwrap(), None);
 }
 
 pub async fn deletes_are_conditional_and_absent_items_delete_cleanly(store: &dyn Store) {
