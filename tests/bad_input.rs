@@ -103,6 +103,11 @@ async fn each_kind_of_bad_frame_gets_its_own_error_and_the_connection_still_answ
         bystander.request(json!({"action": "ping"})).await["type"],
         "pong"
     );
+    assert_eq!(
+        bystander.queued_pushes("safe"),
+        0,
+        "a refused frame was pushed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,13 @@ pub const MAX_ROOM_BYTES: usize = 256;
 /// Longest client-chosen event id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
+/// Largest `ref` accepted, as JSON text. It is echoed in the reply, which must stay small.
+pub const MAX_REF_BYTES: usize = 256;
+
+/// Largest `data` of a publish, as compact JSON text: what is left of a 128 KB message once an
+/// event frame's other fields are added, so every event can be pushed and replied as sent.
+pub const MAX_DATA_BYTES: usize = MAX_MESSAGE_BYTES - 4 * 1024;
+
 /// The actions a client may send; anything else is `unknown_action`.
 pub const ACTIONS: [&str; 5] = ["join", "leave", "publish", "sync", "ping"];
 
@@ -218,6 +225,16 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
         ));
     };
     let reference = fields.get("ref").map(JsonData::from_value);
+    if reference
+        .as_ref()
+        .is_some_and(|r| r.as_json().len() > MAX_REF_BYTES)
+    {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!("\"ref\" must be at most {MAX_REF_BYTES} bytes of JSON"),
+            None,
+        ));
+    }
     let action = match fields.get("action") {
         None => {
             return Err(Refusal::new(
@@ -255,6 +272,18 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
             reference.clone(),
         )
     })?;
+    if let Request::Publish { data, .. } = &request {
+        if data.as_json().len() > MAX_DATA_BYTES {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "\"data\" is {} bytes; the limit is {MAX_DATA_BYTES} bytes",
+                    data.as_json().len()
+                ),
+                reference,
+            ));
+        }
+    }
     validate(&request)
         .map_err(|message| Refusal::new(ErrorCode::BadRequest, message, reference.clone()))?;
     Ok(ClientFrame { reference, request })
@@ -542,13 +571,34 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_of_exactly_128_kb_is_accepted() {
-        let head = r#"{"action":"publish","room":"a","data":""}"#;
-        let body = format!(
+    fn the_largest_data_is_accepted_and_one_byte_more_is_too_large() {
+        let fits = format!(
             r#"{{"action":"publish","room":"a","data":"{}"}}"#,
-            "x".repeat(MAX_MESSAGE_BYTES - head.len())
+            "x".repeat(MAX_DATA_BYTES - 2)
         );
-        assert_eq!(body.len(), MAX_MESSAGE_BYTES);
-        assert!(parse_client_frame(&body).is_ok());
+        assert!(parse_client_frame(&fits).is_ok());
+        let over = format!(
+            r#"{{"action":"publish","room":"a","data":"{}","ref":1}}"#,
+            "x".repeat(MAX_DATA_BYTES - 1)
+        );
+        let r = refusal(&over);
+        assert_eq!(r.code, ErrorCode::TooLarge);
+        assert!(r.message.starts_with("\"data\" is"), "{}", r.message);
+        assert_eq!(r.reference.unwrap().as_json(), "1");
+    }
+
+    #[test]
+    fn a_large_ref_is_refused_because_it_would_be_echoed() {
+        let body = format!(
+            r#"{{"action":"ping","ref":"{}"}}"#,
+            "r".repeat(MAX_REF_BYTES)
+        );
+        let r = refusal(&body);
+        assert_eq!(r.code, ErrorCode::BadRequest);
+        assert!(
+            r.message.contains("\"ref\" must be at most 256 bytes"),
+            "{}",
+            r.message
+        );
     }
 }

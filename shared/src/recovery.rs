@@ -4,11 +4,9 @@ use crate::layout;
 use crate::protocol::{Event, MAX_MESSAGE_BYTES};
 use crate::store::{Store, StoreError};
 
-/// Replies stay under API Gateway's 128 KB post limit, with room for the frame around the events.
-const PAGE_BYTES: usize = MAX_MESSAGE_BYTES - 8 * 1024;
-
-/// Bytes an event adds to a frame beyond its variable fields: field names, punctuation, numbers.
-const EVENT_OVERHEAD: usize = 96;
+/// Replies stay under API Gateway's 128 KB post limit, with room for the frame around the events
+/// (type, room, more, and a `ref` of at most 256 bytes).
+const PAGE_BYTES: usize = MAX_MESSAGE_BYTES - 2 * 1024;
 
 /// A page of events and whether more follow it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,11 +34,8 @@ pub async fn events_after(
             key: item.key.clone(),
             reason: "not an event, in the events range".to_owned(),
         })?;
-        let size = EVENT_OVERHEAD
-            + event.room.len()
-            + event.id.len()
-            + event.from.len()
-            + event.data.as_json().len();
+        // Exactly what the event adds to the reply, escaping included.
+        let size = serde_json::to_string(&event).map_or(0, |json| json.len()) + 1;
         if !events.is_empty() && bytes + size > PAGE_BYTES {
             more = true;
             break;

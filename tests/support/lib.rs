@@ -42,6 +42,23 @@ impl Local {
         self.runner.as_ref().expect("running").url()
     }
 
+    pub fn open_connections(&self) -> usize {
+        self.runner.as_ref().expect("running").open_connections()
+    }
+
+    /// Waits until the runner has exactly `count` sockets open.
+    pub async fn wait_for_open_connections(&self, count: usize) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.open_connections() != count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} sockets open, expected {count}",
+                self.open_connections()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -185,6 +202,14 @@ impl Client {
         let reply = self.request(frame).await;
         assert_eq!(reply["type"], "ack", "{reply}");
         reply
+    }
+
+    /// Pushes of `room` received but not yet taken by [`Client::pushed_seqs`].
+    pub fn queued_pushes(&self, room: &str) -> usize {
+        self.pushed
+            .iter()
+            .filter(|frame| frame["room"] == room)
+            .count()
     }
 
     /// Waits until `count` pushed events of `room` have arrived; returns their seqs in arrival

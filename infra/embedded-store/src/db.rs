@@ -422,8 +422,12 @@ impl<'a> Db<'a> {
     }
 
     /// Deletes expired items (logging each removal) and the change-log entries every open feed
-    /// has read; with no feed open, the whole log.
-    pub fn sweep(&mut self, feeds: &FeedCursors) -> Result<SweepReport, StoreError> {
+    /// has read; with no feed open, every entry up to `committed`, the last id committed.
+    pub fn sweep(
+        &mut self,
+        feeds: &FeedCursors,
+        committed: i64,
+    ) -> Result<SweepReport, StoreError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -441,21 +445,21 @@ impl<'a> Db<'a> {
             let attrs = decode(&key, &attrs)?;
             self.remove(Item { key, attrs })?;
         }
-        let read_by_all = {
+        // Under the feeds lock, so a feed cannot register between reading the cursors and
+        // choosing the bound. Never past `committed`: changes of the batch this sweep runs in
+        // are not committed yet, and a feed opened now starts at `committed`.
+        let bound = {
             let mut feeds = feeds.lock().expect("feed cursors lock");
             feeds.retain(|cursor| cursor.strong_count() > 0);
             feeds
                 .iter()
                 .filter_map(|cursor| cursor.upgrade())
                 .map(|cursor| cursor.load(Ordering::Acquire))
-                .min()
+                .fold(committed, i64::min)
         };
-        let pruned = match read_by_all {
-            Some(cursor) => self
-                .sql
-                .execute("DELETE FROM changes WHERE id <= ?1", params![cursor]),
-            None => self.sql.execute("DELETE FROM changes", []),
-        };
+        let pruned = self
+            .sql
+            .execute("DELETE FROM changes WHERE id <= ?1", params![bound]);
         let pruned_changes = self.check(pruned)?;
         Ok(SweepReport {
             expired_items,

@@ -112,7 +112,8 @@ impl EmbeddedStore {
     /// Runs the sweep now rather than at its next interval.
     pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
         let feeds = self.feeds.clone();
-        self.run(move |db| db.sweep(&feeds)).await
+        let committed = *self.committed.borrow();
+        self.run(move |db| db.sweep(&feeds, committed)).await
     }
 
     async fn run<T: Send + 'static>(
@@ -156,7 +157,9 @@ fn reader_thread(connection: rusqlite::Connection, inbox: mpsc::Receiver<Read>) 
 }
 
 fn stopped() -> StoreError {
-    StoreError::Unavailable("the store thread has stopped".into())
+    StoreError::Unavailable(
+        "the store did not answer: it has stopped, or its commit failed (see its log)".into(),
+    )
 }
 
 fn store_thread(
@@ -183,8 +186,9 @@ fn store_thread(
         }
         if std::time::Instant::now() >= next_sweep {
             let feeds = feeds.clone();
+            let committed_before = *committed.borrow();
             batch.push(Box::new(move |db| {
-                if let Err(error) = db.sweep(&feeds) {
+                if let Err(error) = db.sweep(&feeds, committed_before) {
                     tracing::warn!(%error, "store sweep failed");
                 }
                 Box::new(|_| {})
@@ -239,12 +243,12 @@ impl Store for EmbeddedStore {
 
     async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError> {
         // Every write acknowledged so far has its change at or below this id: the store thread
-        // publishes the id before it answers the writers.
+        // publishes the id before it answers the writers. Read under the feeds lock, which the
+        // sweep holds while it chooses what to prune.
+        let mut feeds = self.feeds.lock().expect("feed cursors lock");
         let cursor = Arc::new(AtomicI64::new(*self.committed.borrow()));
-        self.feeds
-            .lock()
-            .expect("feed cursors lock")
-            .push(Arc::downgrade(&cursor));
+        feeds.push(Arc::downgrade(&cursor));
+        drop(feeds);
         Ok(Box::new(Feed {
             store: self.clone(),
             cursor,

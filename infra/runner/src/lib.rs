@@ -63,6 +63,9 @@ pub struct Config {
     /// Frames queued for one connection before it is closed as too slow.
     #[arg(long, env = "LIVESYNC_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
+    /// Seconds after which a connection is closed (1001), as API Gateway does after 2 hours.
+    #[arg(long, env = "LIVESYNC_MAX_CONNECTION_SECS", default_value_t = 7200)]
+    pub max_connection_secs: u64,
     /// Stage name reported in events, as API Gateway's stage.
     #[arg(long, env = "LIVESYNC_STAGE", default_value = "local")]
     pub stage: String,
@@ -75,6 +78,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             send_queue: 1024,
+            max_connection_secs: 7200,
             stage: "local".to_owned(),
         }
     }
@@ -91,6 +95,8 @@ pub enum RunnerError {
     },
     #[error("the server failed")]
     Serve(#[source] std::io::Error),
+    #[error("the runner's task crashed")]
+    Crashed(#[source] tokio::task::JoinError),
 }
 
 /// What every socket shares.
@@ -100,12 +106,14 @@ pub(crate) struct App {
     pub(crate) stage: Stage,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) send_queue: usize,
+    pub(crate) max_connection: Duration,
     pub(crate) stopping: watch::Receiver<bool>,
 }
 
 /// A running runner. Dropping it does not stop it; call [`Runner::shutdown`].
 pub struct Runner {
     local_addr: SocketAddr,
+    connections: Arc<Connections>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), RunnerError>>,
 }
@@ -146,9 +154,11 @@ impl Runner {
             },
             clock,
             send_queue: config.send_queue,
+            max_connection: Duration::from_secs(config.max_connection_secs),
             stopping: stopping.clone(),
         });
         let fanout = Fanout::new(store, connections.clone());
+        let open_sockets = connections.clone();
         let fanout_task = tokio::spawn(run_fanout(feed, fanout, stopping.clone()));
 
         let router = Router::new().route("/", get(upgrade)).with_state(app);
@@ -177,6 +187,7 @@ impl Runner {
         tracing::info!(%local_addr, "listening");
         Ok(Runner {
             local_addr,
+            connections: open_sockets,
             stop,
             task,
         })
@@ -184,6 +195,11 @@ impl Runner {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Sockets open right now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.len()
     }
 
     /// The WebSocket URL clients connect to.
@@ -195,7 +211,7 @@ impl Runner {
     /// done. Every acknowledged write is already durable; nothing is lost by stopping.
     pub async fn shutdown(self) -> Result<(), RunnerError> {
         let _ = self.stop.send(true);
-        self.task.await.unwrap_or(Ok(()))
+        self.task.await.map_err(RunnerError::Crashed)?
     }
 }
 

@@ -41,6 +41,15 @@ impl Ending {
             tell_client: false,
         }
     }
+
+    /// Closed by the server in the middle of a write: no close frame can follow.
+    fn abandoned(code: u16, reason: &'static str) -> Self {
+        Ending {
+            code,
+            reason,
+            tell_client: false,
+        }
+    }
 }
 
 pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
@@ -51,8 +60,10 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
     let ending = tokio::select! {
         ending = write_frames(&mut sink, registration.outbox, &registration.too_slow, app.stopping.clone()) => ending,
         ending = read_frames(&app, stream, &peer, &registration.replies) => ending,
+        // API Gateway closes every connection after 2 hours; the connection's items expire
+        // soon after, so a socket must not outlive them.
+        () = tokio::time::sleep(app.max_connection) => Ending::by_server(close_code::AWAY, "Going away"),
     };
-    app.connections.remove(&peer.connection_id);
     if ending.tell_client {
         let close = CloseFrame {
             code: ending.code,
@@ -66,6 +77,8 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
     if let Err(error) = livesync_handlers::disconnect(&app.engine, event).await {
         tracing::error!(connection = peer.connection_id, %error, "$disconnect failed");
     }
+    // Last: shutdown waits for every socket to deregister, so `$disconnect` has run by then.
+    app.connections.remove(&peer.connection_id);
 }
 
 async fn read_frames(
@@ -139,28 +152,41 @@ async fn write_frames(
     too_slow: &Notify,
     mut stopping: watch::Receiver<bool>,
 ) -> Ending {
+    const TOO_SLOW: &str = "too slow: send queue full; reconnect and join with since";
     loop {
-        tokio::select! {
-            frame = outbox.recv() => {
-                let Some(frame) = frame else { return Ending::by_server(close_code::AWAY, "Going away") };
-                let mut batch = vec![frame];
-                while let Ok(frame) = outbox.try_recv() {
-                    batch.push(frame);
-                }
-                for frame in batch {
-                    let Ok(text) = Utf8Bytes::try_from(frame.bytes().clone()) else { continue };
-                    if sink.feed(Message::Text(text)).await.is_err() {
-                        return Ending::by_client(close_code::ABNORMAL, "Connection lost");
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return Ending::by_client(close_code::ABNORMAL, "Connection lost");
-                }
-            }
-            () = too_slow.notified() => {
-                return Ending::by_server(close_code::POLICY, "too slow: send queue full; reconnect and join with since");
-            }
+        let mut batch = tokio::select! {
+            frame = outbox.recv() => match frame {
+                Some(frame) => vec![frame],
+                None => return Ending::by_server(close_code::AWAY, "Going away"),
+            },
+            () = too_slow.notified() => return Ending::by_server(close_code::POLICY, TOO_SLOW),
             () = crate::stopped(&mut stopping) => return Ending::by_server(close_code::AWAY, "server shutting down"),
+        };
+        while let Ok(frame) = outbox.try_recv() {
+            batch.push(frame);
+        }
+        // A peer that stops reading blocks the write itself; closing and shutdown must not wait
+        // for it. Abandoned mid-write, the socket can take no close frame: it is just dropped.
+        tokio::select! {
+            written = write_batch(sink, batch) => if written.is_err() {
+                return Ending::by_client(close_code::ABNORMAL, "Connection lost");
+            },
+            () = too_slow.notified() => return Ending::abandoned(close_code::POLICY, TOO_SLOW),
+            () = crate::stopped(&mut stopping) => return Ending::abandoned(close_code::AWAY, "server shutting down"),
         }
     }
+}
+
+/// Writes the frames and flushes once: a burst costs one write to the socket.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: Vec<Frame>,
+) -> Result<(), axum::Error> {
+    for frame in batch {
+        let Ok(text) = Utf8Bytes::try_from(frame.bytes().clone()) else {
+            continue;
+        };
+        sink.feed(Message::Text(text)).await?;
+    }
+    sink.flush().await
 }

@@ -5,7 +5,7 @@
 //! returning a fresh, empty store behind anything that derefs to `dyn Store` (so the fixture can
 //! keep a temporary directory or a table alive). Each check becomes one `#[tokio::test]`.
 //!
-//! Each check uses its own partition names, so a store shared between checks also works.
+//! Each check expects a fresh, empty store of its own: the change-feed checks count records.
 
 use super::*;
 use std::time::Duration;

@@ -1,0 +1,423 @@
+//! The DynamoDB store: LiveSync's [`Store`] on one DynamoDB table, through `aws-sdk-dynamodb`.
+//!
+//! Every write carries its condition as a ConditionExpression with
+//! `ReturnValuesOnConditionCheckFailure = ALL_OLD`, so a failed condition comes back as
+//! [`Write::Conflict`] with the item that stood in the way. Transactions are TransactWriteItems;
+//! reads are strongly consistent (GetItem, Query), so a publisher that lost a race sees the
+//! winner. There is no Scan anywhere. The change feed ([`feed`]) reads the table's stream.
+//!
+//! The table design (the same as the embedded store's, and `template.yaml`'s) is documented in
+//! `docs/TABLES.md`.
+
+mod attrs;
+pub mod feed;
+mod table;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem,
+};
+use livesync_core::store::{
+    ChangeFeed, Condition, FailedCondition, Item, Key, Order, Page, Query, SortKeys, Store,
+    StoreError, Transaction, TxOp, Update, Write, check_transaction,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use attrs::{item_from_attributes, key_attributes};
+pub use table::{TableSpec, create_table};
+
+/// The table name the template gives, used when no other is configured.
+pub const DEFAULT_TABLE: &str = "livesync";
+
+/// Times a transaction cancelled by a concurrent transaction on the same item is retried.
+const TRANSACTION_CONFLICT_RETRIES: u32 = 8;
+
+/// Builds the SDK configuration LiveSync uses everywhere: region, credentials and endpoint from
+/// the standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`, ...), and one HTTP
+/// client with rustls on ring.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await
+}
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    streams: aws_sdk_dynamodbstreams::Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// The table and its stream, through clients built from one SDK configuration.
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client: Client::new(config),
+            streams: aws_sdk_dynamodbstreams::Client::new(config),
+            table: table.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+fn unavailable<E>(error: E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::Unavailable(Box::new(error))
+}
+
+/// A condition as a ConditionExpression, with its placeholders. `#c`/`:c` are reserved for it.
+struct Expression {
+    text: Option<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+fn expression(condition: &Condition) -> Expression {
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let text = match condition {
+        Condition::Always => None,
+        Condition::NotExists => Some("attribute_not_exists(pk)".to_owned()),
+        Condition::Exists => Some("attribute_exists(pk)".to_owned()),
+        Condition::Equals { attr, value } => {
+            names.insert("#c".to_owned(), attr.clone());
+            values.insert(":c".to_owned(), attrs::to_attribute(value));
+            Some("#c = :c".to_owned())
+        }
+    };
+    Expression {
+        text,
+        names,
+        values,
+    }
+}
+
+fn empty_to_none<K, V>(map: HashMap<K, V>) -> Option<HashMap<K, V>> {
+    if map.is_empty() { None } else { Some(map) }
+}
+
+/// The conflicting item DynamoDB returned, or `None` if there was none.
+fn current(item: Option<&HashMap<String, AttributeValue>>) -> Result<Option<Item>, StoreError> {
+    match item {
+        Some(item) if !item.is_empty() => item_from_attributes(item).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attributes(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item().map(item_from_attributes).transpose()
+    }
+
+    async fn put(&self, item: Item, condition: Condition) -> Result<Write, StoreError> {
+        let expression = expression(&condition);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(attrs::item_attributes(&item)))
+            .set_condition_expression(expression.text)
+            .set_expression_attribute_names(empty_to_none(expression.names))
+            .set_expression_attribute_values(empty_to_none(expression.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Write::Done),
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                let item = match error.err() {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => e.item(),
+                    _ => None,
+                };
+                Ok(Write::Conflict {
+                    current: current(item)?,
+                })
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn update(
+        &self,
+        key: &Key,
+        update: Update,
+        condition: Condition,
+    ) -> Result<Write, StoreError> {
+        let mut expression = expression(&condition);
+        let mut clauses = Vec::new();
+        let sets: Vec<String> = update
+            .set
+            .iter()
+            .enumerate()
+            .map(|(i, (name, value))| {
+                expression.names.insert(format!("#s{i}"), name.clone());
+                expression
+                    .values
+                    .insert(format!(":s{i}"), attrs::to_attribute(value));
+                format!("#s{i} = :s{i}")
+            })
+            .collect();
+        if !sets.is_empty() {
+            clauses.push(format!("SET {}", sets.join(", ")));
+        }
+        let removes: Vec<String> = update
+            .remove
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                expression.names.insert(format!("#r{i}"), name.clone());
+                format!("#r{i}")
+            })
+            .collect();
+        if !removes.is_empty() {
+            clauses.push(format!("REMOVE {}", removes.join(", ")));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attributes(key)))
+            .set_update_expression(if clauses.is_empty() {
+                None
+            } else {
+                Some(clauses.join(" "))
+            })
+            .set_condition_expression(expression.text)
+            .set_expression_attribute_names(empty_to_none(expression.names))
+            .set_expression_attribute_values(empty_to_none(expression.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Write::Done),
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                let item = match error.err() {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(e) => {
+                        e.item()
+                    }
+                    _ => None,
+                };
+                Ok(Write::Conflict {
+                    current: current(item)?,
+                })
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError> {
+        let expression = expression(&condition);
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attributes(key)))
+            .set_condition_expression(expression.text)
+            .set_expression_attribute_names(empty_to_none(expression.names))
+            .set_expression_attribute_values(empty_to_none(expression.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Write::Done),
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                let item = match error.err() {
+                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(e) => {
+                        e.item()
+                    }
+                    _ => None,
+                };
+                Ok(Write::Conflict {
+                    current: current(item)?,
+                })
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<Transaction, StoreError> {
+        check_transaction(&ops)?;
+        let items = ops
+            .iter()
+            .map(|op| self.transact_item(op))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(Transaction::Committed),
+                Err(error) => error,
+            };
+            let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+                cancelled,
+            )) = error.as_service_error()
+            else {
+                return Err(unavailable(error));
+            };
+            let reasons = cancelled.cancellation_reasons();
+            let mut failed = Vec::new();
+            let mut contended = false;
+            for (index, reason) in reasons.iter().enumerate() {
+                match reason.code() {
+                    Some("ConditionalCheckFailed") => failed.push(FailedCondition {
+                        index,
+                        current: current(reason.item())?,
+                    }),
+                    // Another transaction held the item: nothing is known about the condition.
+                    Some("TransactionConflict") => contended = true,
+                    _ => {}
+                }
+            }
+            if !failed.is_empty() {
+                return Ok(Transaction::Conflict { failed });
+            }
+            if contended && attempt < TRANSACTION_CONFLICT_RETRIES {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                continue;
+            }
+            return Err(unavailable(error));
+        }
+    }
+
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        let mut values = HashMap::from([(":pk".to_owned(), AttributeValue::S(query.pk.clone()))]);
+        let key_condition = match &query.sort_keys {
+            SortKeys::All => "pk = :pk".to_owned(),
+            SortKeys::Prefix(prefix) => {
+                values.insert(":prefix".to_owned(), AttributeValue::S(prefix.clone()));
+                "pk = :pk AND begins_with(sk, :prefix)".to_owned()
+            }
+            SortKeys::Between(low, high) => {
+                values.insert(":low".to_owned(), AttributeValue::S(low.clone()));
+                values.insert(":high".to_owned(), AttributeValue::S(high.clone()));
+                "pk = :pk AND sk BETWEEN :low AND :high".to_owned()
+            }
+        };
+        let start = query
+            .after
+            .as_ref()
+            .map(|sk| key_attributes(&Key::new(query.pk.clone(), sk.clone())));
+        // One past the limit tells whether more follow.
+        let limit = i32::try_from(query.limit.saturating_add(1)).unwrap_or(i32::MAX);
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(key_condition)
+            .set_expression_attribute_values(Some(values))
+            .set_exclusive_start_key(start)
+            .scan_index_forward(query.order == Order::Ascending)
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let mut items = output
+            .items()
+            .iter()
+            .map(item_from_attributes)
+            .collect::<Result<Vec<_>, _>>()?;
+        // DynamoDB also stops at 1 MB with a LastEvaluatedKey: more may follow then too.
+        let more = items.len() > query.limit || output.last_evaluated_key().is_some();
+        items.truncate(query.limit);
+        Ok(Page { items, more })
+    }
+
+    async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError> {
+        Ok(Box::new(
+            feed::StreamFeed::latest(&self.client, self.streams.clone(), &self.table).await?,
+        ))
+    }
+}
+
+impl DynamoStore {
+    fn transact_item(&self, op: &TxOp) -> Result<TransactWriteItem, StoreError> {
+        let expression = expression(op.condition());
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Invalid(e.to_string());
+        let returns = ReturnValuesOnConditionCheckFailure::AllOld;
+        let item = match op {
+            TxOp::Put { item, .. } => TransactWriteItem::builder().put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(attrs::item_attributes(item)))
+                    .set_condition_expression(expression.text)
+                    .set_expression_attribute_names(empty_to_none(expression.names))
+                    .set_expression_attribute_values(empty_to_none(expression.values))
+                    .return_values_on_condition_check_failure(returns)
+                    .build()
+                    .map_err(build)?,
+            ),
+            TxOp::Delete { key, .. } => TransactWriteItem::builder().delete(
+                Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key_attributes(key)))
+                    .set_condition_expression(expression.text)
+                    .set_expression_attribute_names(empty_to_none(expression.names))
+                    .set_expression_attribute_values(empty_to_none(expression.values))
+                    .return_values_on_condition_check_failure(returns)
+                    .build()
+                    .map_err(build)?,
+            ),
+            TxOp::Check { key, .. } => {
+                let Some(text) = expression.text else {
+                    return Err(StoreError::Invalid(
+                        "a check step needs a condition".to_owned(),
+                    ));
+                };
+                TransactWriteItem::builder().condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key_attributes(key)))
+                        .condition_expression(text)
+                        .set_expression_attribute_names(empty_to_none(expression.names))
+                        .set_expression_attribute_values(empty_to_none(expression.values))
+                        .return_values_on_condition_check_failure(returns)
+                        .build()
+                        .map_err(build)?,
+                )
+            }
+        };
+        Ok(item.build())
+    }
+}
