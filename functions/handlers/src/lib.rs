@@ -4,6 +4,9 @@
 //! local runner calls the very same ones with the events it builds, so whatever a client sees
 //! locally it sees on AWS. They only adapt: read the event, call the [`Engine`], map the result.
 //!
+//! [`fanout`] is the stream function's handler: a DynamoDB stream batch in, frames posted,
+//! failed records out as `batchItemFailures`.
+//!
 //! The `message` handler serves `$default` and every action route. Its response body is the
 //! direct reply: API Gateway sends it back on the connection when the route has a route
 //! response (`RouteResponseSelectionExpression: $default`), and the runner does the same.
@@ -12,6 +15,9 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use aws_lambda_events::encodings::Body;
 use livesync_core::protocol::{ErrorCode, ServerFrame};
 use livesync_core::{Engine, EngineError};
+
+mod stream;
+pub use stream::{change_from_record, fanout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {

@@ -36,17 +36,20 @@ pub const DEFAULT_TABLE: &str = "livesync";
 /// Times a transaction cancelled by a concurrent transaction on the same item is retried.
 const TRANSACTION_CONFLICT_RETRIES: u32 = 8;
 
-/// Builds the SDK configuration LiveSync uses everywhere: region, credentials and endpoint from
-/// the standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`, ...), and one HTTP
-/// client with rustls on ring.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    let http = aws_smithy_http_client::Builder::new()
+/// The HTTP client every LiveSync AWS client uses: rustls on ring.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
         ))
-        .build_https();
+        .build_https()
+}
+
+/// The SDK configuration LiveSync uses everywhere: region, credentials and endpoint from the
+/// standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`, ...), and [`http_client`].
+pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
+        .http_client(http_client())
         .load()
         .await
 }

@@ -2,13 +2,26 @@
 //!
 //! A store crate runs it with
 //! `livesync_core::store_conformance_tests!(make_store);`, where `make_store` is an async fn
-//! returning a fresh, empty store behind anything that derefs to `dyn Store` (so the fixture can
-//! keep a temporary directory or a table alive). Each check becomes one `#[tokio::test]`.
+//! returning a [`StoreFixture`]: a fresh, empty store, and whatever must live as long as it (a
+//! temporary directory, a table). Each check becomes one `#[tokio::test]`.
+//!
+//! Besides the store contract itself, the last checks run the engine over the store as several
+//! Lambdas would (separate engines sharing only the store): the properties LiveSync promises
+//! must hold on every store, not just the store's operations.
 //!
 //! Each check expects a fresh, empty store of its own: the change-feed checks count records.
 
 use super::*;
+use crate::clock::SystemClock;
+use crate::engine::Engine;
+use crate::protocol::ServerFrame;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A fresh store for one check.
+pub trait StoreFixture {
+    fn store(&self) -> Arc<dyn Store>;
+}
 
 /// Stamps out one test per conformance check, against the stores `$make` creates.
 #[macro_export]
@@ -34,14 +47,18 @@ macro_rules! store_conformance_tests {
             the_change_feed_carries_every_change_in_commit_order,
             the_change_feed_starts_now_and_skips_failed_conditions,
             concurrent_conditional_puts_have_exactly_one_winner,
+            separate_engines_sharing_the_store_never_share_or_skip_a_seq,
+            an_engine_far_behind_the_head_still_takes_the_next_seq,
+            the_same_client_id_through_two_engines_is_one_event,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let store = $make().await;
-                $crate::store::conformance::$check(&*store).await;
+                let fixture = $make().await;
+                let store = $crate::store::conformance::StoreFixture::store(&fixture);
+                $crate::store::conformance::$check(store).await;
             }
         )*
     };
@@ -65,7 +82,8 @@ fn sort_keys(page: &Page) -> Vec<&str> {
     page.items.iter().map(|i| i.key.sk.as_str()).collect()
 }
 
-pub async fn a_put_item_is_read_back_whole(store: &dyn Store) {
+pub async fn a_put_item_is_read_back_whole(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let written = item("P#read", "a")
         .with("s", Attr::S("ünïcødé \"quoted\"".into()))
         .with("n", Attr::N(-42));
@@ -74,7 +92,8 @@ pub async fn a_put_item_is_read_back_whole(store: &dyn Store) {
     assert_eq!(store.get(&Key::new("P#read", "b")).await.unwrap(), None);
 }
 
-pub async fn put_if_absent_conflicts_with_the_current_item(store: &dyn Store) {
+pub async fn put_if_absent_conflicts_with_the_current_item(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let first = item("P#absent", "x").with("v", Attr::N(1));
     assert_eq!(
         store
@@ -93,7 +112,8 @@ pub async fn put_if_absent_conflicts_with_the_current_item(store: &dyn Store) {
     assert_eq!(store.get(&first.key).await.unwrap(), Some(first));
 }
 
-pub async fn a_versioned_put_succeeds_only_on_the_expected_version(store: &dyn Store) {
+pub async fn a_versioned_put_succeeds_only_on_the_expected_version(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let v1 = item("P#version", "doc")
         .with("version", Attr::N(1))
         .with("body", Attr::S("one".into()));
@@ -122,7 +142,8 @@ pub async fn a_versioned_put_succeeds_only_on_the_expected_version(store: &dyn S
     assert_eq!(store.get(&v2.key).await.unwrap(), Some(v2));
 }
 
-pub async fn an_exists_condition_on_a_missing_item_conflicts_with_nothing(store: &dyn Store) {
+pub async fn an_exists_condition_on_a_missing_item_conflicts_with_nothing(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let ghost = item("P#exists", "ghost");
     assert_eq!(
         store.put(ghost.clone(), Condition::Exists).await.unwrap(),
@@ -139,7 +160,8 @@ pub async fn an_exists_condition_on_a_missing_item_conflicts_with_nothing(store:
     assert_eq!(store.get(&ghost.key).await.unwrap(), None);
 }
 
-pub async fn an_update_sets_and_removes_attributes_and_keeps_the_rest(store: &dyn Store) {
+pub async fn an_update_sets_and_removes_attributes_and_keeps_the_rest(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let key = Key::new("P#update", "doc");
     let created = store
         .update(
@@ -171,7 +193,8 @@ pub async fn an_update_sets_and_removes_attributes_and_keeps_the_rest(store: &dy
     assert_eq!(store.get(&key).await.unwrap(), Some(expected));
 }
 
-pub async fn a_versioned_update_conflicts_with_the_current_item(store: &dyn Store) {
+pub async fn a_versioned_update_conflicts_with_the_current_item(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let key = Key::new("P#update-version", "doc");
     put(
         store,
@@ -210,7 +233,8 @@ pub async fn a_versioned_update_conflicts_with_the_current_item(store: &dyn Stor
     assert_eq!(store.get(&missing).await.unwrap(), None);
 }
 
-pub async fn deletes_are_conditional_and_absent_items_delete_cleanly(store: &dyn Store) {
+pub async fn deletes_are_conditional_and_absent_items_delete_cleanly(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let kept = item("P#delete", "k").with("version", Attr::N(3));
     put(store, kept.clone()).await;
     let wrong_version = Condition::Equals {
@@ -239,7 +263,8 @@ pub async fn deletes_are_conditional_and_absent_items_delete_cleanly(store: &dyn
     );
 }
 
-pub async fn a_transaction_applies_all_of_its_steps(store: &dyn Store) {
+pub async fn a_transaction_applies_all_of_its_steps(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let doomed = item("P#tx-all", "old");
     put(store, doomed.clone()).await;
     let a = item("P#tx-all", "a").with("n", Attr::N(1));
@@ -267,7 +292,10 @@ pub async fn a_transaction_applies_all_of_its_steps(store: &dyn Store) {
     assert_eq!(store.get(&doomed.key).await.unwrap(), None);
 }
 
-pub async fn a_failed_transaction_changes_nothing_and_names_each_failed_step(store: &dyn Store) {
+pub async fn a_failed_transaction_changes_nothing_and_names_each_failed_step(
+    store: Arc<dyn Store>,
+) {
+    let store = store.as_ref();
     let taken = item("P#tx-fail", "taken").with("owner", Attr::S("first".into()));
     put(store, taken.clone()).await;
     let fresh = item("P#tx-fail", "fresh");
@@ -304,7 +332,8 @@ pub async fn a_failed_transaction_changes_nothing_and_names_each_failed_step(sto
     assert_eq!(store.get(&taken.key).await.unwrap(), Some(taken));
 }
 
-pub async fn a_transaction_check_step_guards_without_writing(store: &dyn Store) {
+pub async fn a_transaction_check_step_guards_without_writing(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let guard = item("P#tx-check", "guard").with("open", Attr::N(1));
     put(store, guard.clone()).await;
     let entry = item("P#tx-check", "entry");
@@ -359,7 +388,8 @@ pub async fn a_transaction_check_step_guards_without_writing(store: &dyn Store) 
     );
 }
 
-pub async fn invalid_transactions_are_errors_not_conflicts(store: &dyn Store) {
+pub async fn invalid_transactions_are_errors_not_conflicts(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let twice = vec![
         TxOp::Put {
             item: item("P#tx-invalid", "same"),
@@ -398,7 +428,8 @@ pub async fn invalid_transactions_are_errors_not_conflicts(store: &dyn Store) {
     );
 }
 
-pub async fn a_query_reads_one_partition_in_sort_key_order(store: &dyn Store) {
+pub async fn a_query_reads_one_partition_in_sort_key_order(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     for sk in ["b", "a", "B", "c#1", "c", "é"] {
         put(store, item("P#query-order", sk)).await;
     }
@@ -413,7 +444,8 @@ pub async fn a_query_reads_one_partition_in_sort_key_order(store: &dyn Store) {
     assert!(!page.more);
 }
 
-pub async fn a_query_pages_with_limit_more_and_after(store: &dyn Store) {
+pub async fn a_query_pages_with_limit_more_and_after(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     for i in 0..7 {
         put(store, item("P#query-pages", &format!("k{i}"))).await;
     }
@@ -444,7 +476,8 @@ pub async fn a_query_pages_with_limit_more_and_after(store: &dyn Store) {
     assert!(!exact.more, "a page that reaches the end says so");
 }
 
-pub async fn a_query_reads_backwards_from_the_end(store: &dyn Store) {
+pub async fn a_query_reads_backwards_from_the_end(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     for sk in ["e1", "e2", "e3", "x"] {
         put(store, item("P#query-back", sk)).await;
     }
@@ -466,7 +499,8 @@ pub async fn a_query_reads_backwards_from_the_end(store: &dyn Store) {
     assert!(!rest.more);
 }
 
-pub async fn a_query_selects_by_prefix_or_range(store: &dyn Store) {
+pub async fn a_query_selects_by_prefix_or_range(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     for sk in ["EVT#01", "EVT#02", "EVT#03", "ID#x", "SUB#c1", "SUB#c2"] {
         put(store, item("P#query-select", sk)).await;
     }
@@ -501,7 +535,8 @@ pub async fn a_query_selects_by_prefix_or_range(store: &dyn Store) {
     assert_eq!(none, Page::default());
 }
 
-pub async fn the_ttl_attribute_is_stored_like_any_other(store: &dyn Store) {
+pub async fn the_ttl_attribute_is_stored_like_any_other(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     // Far in the future: no store may have expired it yet.
     let session = item("P#ttl", "session").with(TTL_ATTRIBUTE, Attr::N(4_102_444_800));
     put(store, session.clone()).await;
@@ -523,7 +558,8 @@ async fn next_changes(feed: &mut Box<dyn ChangeFeed>, count: usize) -> Vec<Chang
     changes
 }
 
-pub async fn the_change_feed_carries_every_change_in_commit_order(store: &dyn Store) {
+pub async fn the_change_feed_carries_every_change_in_commit_order(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let mut feed = store.change_feed().await.unwrap();
     let v1 = item("P#feed", "doc").with("v", Attr::N(1));
     let v2 = item("P#feed", "doc").with("v", Attr::N(2));
@@ -578,7 +614,8 @@ pub async fn the_change_feed_carries_every_change_in_commit_order(store: &dyn St
     assert!(changes[3..].iter().all(|c| c.kind == ChangeKind::Insert));
 }
 
-pub async fn the_change_feed_starts_now_and_skips_failed_conditions(store: &dyn Store) {
+pub async fn the_change_feed_starts_now_and_skips_failed_conditions(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     put(store, item("P#feed-now", "before")).await;
     let mut feed = store.change_feed().await.unwrap();
     let refused = store
@@ -600,7 +637,8 @@ pub async fn the_change_feed_starts_now_and_skips_failed_conditions(store: &dyn 
     assert_eq!(keys, vec!["after"]);
 }
 
-pub async fn concurrent_conditional_puts_have_exactly_one_winner(store: &dyn Store) {
+pub async fn concurrent_conditional_puts_have_exactly_one_winner(store: Arc<dyn Store>) {
+    let store = store.as_ref();
     let attempts = (0..8).map(|writer| {
         let claim = item("P#race", "seq-1").with("writer", Attr::N(writer));
         store.put(claim, Condition::NotExists)
@@ -625,4 +663,69 @@ pub async fn concurrent_conditional_puts_have_exactly_one_winner(store: &dyn Sto
             Write::Conflict { current } => assert_eq!(current.as_ref(), Some(&stored)),
         }
     }
+}
+
+fn acked_seq(frame: ServerFrame) -> u64 {
+    match frame {
+        ServerFrame::Ack { seq, .. } => seq,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+fn engine(store: &Arc<dyn Store>) -> Arc<Engine> {
+    Arc::new(Engine::new(store.clone(), Arc::new(SystemClock)))
+}
+
+pub async fn separate_engines_sharing_the_store_never_share_or_skip_a_seq(store: Arc<dyn Store>) {
+    const ENGINES: usize = 6;
+    const EACH: usize = 40;
+    let tasks: Vec<_> = (0..ENGINES)
+        .map(|e| {
+            let engine = engine(&store);
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for n in 0..EACH {
+                    let body = format!(r#"{{"action":"publish","room":"hot","data":[{e},{n}]}}"#);
+                    seqs.push(acked_seq(
+                        engine
+                            .handle(&format!("conn-{e}"), &format!("req-{e}-{n}"), &body)
+                            .await,
+                    ));
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(all, (1..=(ENGINES * EACH) as u64).collect::<Vec<_>>());
+}
+
+pub async fn an_engine_far_behind_the_head_still_takes_the_next_seq(store: Arc<dyn Store>) {
+    let behind = engine(&store);
+    let busy = engine(&store);
+    let publish = r#"{"action":"publish","room":"r","data":1}"#;
+    assert_eq!(acked_seq(behind.handle("a", "req-0", publish).await), 1);
+    for n in 0..30 {
+        busy.handle("b", &format!("req-b{n}"), publish).await;
+    }
+    assert_eq!(acked_seq(behind.handle("a", "req-1", publish).await), 32);
+}
+
+pub async fn the_same_client_id_through_two_engines_is_one_event(store: Arc<dyn Store>) {
+    let (first, second) = (engine(&store), engine(&store));
+    let body = r#"{"action":"publish","room":"r","id":"pay-1","data":{"amount":5}}"#;
+    let (a, b) = tokio::join!(
+        first.handle("c1", "q1", body),
+        second.handle("c2", "q2", body)
+    );
+    assert_eq!(acked_seq(a), 1);
+    assert_eq!(acked_seq(b), 1);
+    let next = first
+        .handle("c1", "q3", r#"{"action":"publish","room":"r","data":0}"#)
+        .await;
+    assert_eq!(acked_seq(next), 2, "the repeat created no event");
 }

@@ -1,0 +1,127 @@
+//! The fanout function's handler: a DynamoDB stream batch in, `batchItemFailures` out.
+//!
+//! The event source mapping is configured with `ReportBatchItemFailures`: records named here are
+//! retried (from the lowest sequence number on), the rest count as done. A record is failed when
+//! it cannot be read, or when its room's subscribers could not be read, so none of them got it.
+//! A retry may deliver an event twice to some subscribers; clients drop repeats by seq.
+
+use aws_lambda_events::dynamodb::{Event, EventRecord};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use livesync_core::Fanout;
+use livesync_core::engine::Chain;
+use livesync_core::layout;
+use livesync_core::store::{Attr, Attrs, Change, ChangeKind, Item, Key, StoreError};
+use serde_dynamo::AttributeValue;
+use std::collections::HashMap;
+
+pub async fn fanout(fanout: &Fanout, event: Event) -> DynamoDbEventResponse {
+    let mut failed: Vec<String> = Vec::new();
+    let mut changes = Vec::with_capacity(event.records.len());
+    let mut sequence_numbers = Vec::with_capacity(event.records.len());
+    for record in &event.records {
+        let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
+        match change_from_record(record) {
+            Ok(change) => {
+                changes.push(change);
+                sequence_numbers.push(sequence_number);
+            }
+            Err(error) => {
+                tracing::error!(sequence_number, error = %Chain(&error), "unreadable stream record");
+                failed.push(sequence_number);
+            }
+        }
+    }
+    match fanout.deliver(&changes).await {
+        Ok(report) => {
+            for room in &report.failed_rooms {
+                for (change, sequence_number) in changes.iter().zip(&sequence_numbers) {
+                    let event = change
+                        .new
+                        .as_ref()
+                        .and_then(|item| layout::event_from_item(item).ok().flatten());
+                    if event.is_some_and(|e| {
+                        e.room == room.room && (room.first_seq..=room.last_seq).contains(&e.seq)
+                    }) {
+                        failed.push(sequence_number.clone());
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            tracing::error!(error = %Chain(&error), "fanout failed for the whole batch");
+            failed.extend(sequence_numbers);
+        }
+    }
+    let mut response = DynamoDbEventResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|sequence_number| {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(sequence_number);
+            failure
+        })
+        .collect();
+    response
+}
+
+/// A stream record as a change-feed record, the form the fanout reads.
+pub fn change_from_record(record: &EventRecord) -> Result<Change, StoreError> {
+    let kind = match record.event_name.as_str() {
+        "INSERT" => ChangeKind::Insert,
+        "MODIFY" => ChangeKind::Modify,
+        "REMOVE" => ChangeKind::Remove,
+        other => return Err(malformed(format!("unknown eventName {other:?}"))),
+    };
+    let key = item_from_image(&record.change.keys)?
+        .ok_or_else(|| malformed("a record without keys".to_owned()))?
+        .key;
+    Ok(Change {
+        kind,
+        key,
+        new: item_from_image(&record.change.new_image)?,
+        old: item_from_image(&record.change.old_image)?,
+    })
+}
+
+fn malformed(reason: String) -> StoreError {
+    StoreError::Malformed {
+        key: Key::new("?", "?"),
+        reason,
+    }
+}
+
+/// An image as an item; an empty image (no such image in this record) is `None`.
+fn item_from_image(image: &HashMap<String, AttributeValue>) -> Result<Option<Item>, StoreError> {
+    if image.is_empty() {
+        return Ok(None);
+    }
+    let string = |name: &str| match image.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let (Some(pk), Some(sk)) = (string("pk"), string("sk")) else {
+        return Err(malformed("an image without string pk and sk".to_owned()));
+    };
+    let key = Key::new(pk, sk);
+    let mut attrs = Attrs::new();
+    for (name, value) in image
+        .iter()
+        .filter(|(name, _)| *name != "pk" && *name != "sk")
+    {
+        let value = match value {
+            AttributeValue::S(s) => Attr::S(s.clone()),
+            AttributeValue::N(n) => Attr::N(n.parse().map_err(|_| StoreError::Malformed {
+                key: key.clone(),
+                reason: format!("attribute {name} is not a 64-bit integer"),
+            })?),
+            other => {
+                return Err(StoreError::Malformed {
+                    key,
+                    reason: format!("attribute {name} has an unexpected type: {other:?}"),
+                });
+            }
+        };
+        attrs.insert(name.clone(), value);
+    }
+    Ok(Some(Item { key, attrs }))
+}
