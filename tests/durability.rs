@@ -11,38 +11,22 @@ async fn a_repeated_publish_id_is_acknowledged_with_the_original_seq_before_and_
     reader.join("orders", None).await;
     let mut client = local.client().await;
 
-    let first = client
-        .publish("orders", Some("order-17"), json!({"qty": 1}))
-        .await;
-    client
-        .publish("orders", Some("order-18"), json!({"qty": 2}))
-        .await;
-    let again = client
-        .publish("orders", Some("order-17"), json!({"qty": 1}))
-        .await;
+    let first = client.publish("orders", Some("order-17"), json!({"qty": 1})).await;
+    client.publish("orders", Some("order-18"), json!({"qty": 2})).await;
+    let again = client.publish("orders", Some("order-17"), json!({"qty": 1})).await;
     assert_eq!(first["seq"], 1);
     assert_eq!(again["seq"], 1, "the original seq");
     assert_eq!(again["id"], "order-17");
-    assert_eq!(
-        reader.pushed_seqs("orders", 2).await,
-        vec![1, 2],
-        "no second event was pushed"
-    );
+    assert_eq!(reader.pushed_seqs("orders", 2).await, vec![1, 2], "no second event was pushed");
 
     local.restart().await;
 
     let mut client = local.client().await;
-    let after_restart = client
-        .publish("orders", Some("order-17"), json!({"qty": 1}))
-        .await;
+    let after_restart = client.publish("orders", Some("order-17"), json!({"qty": 1})).await;
     assert_eq!(after_restart["seq"], 1);
-    let next = client
-        .publish("orders", Some("order-19"), json!({"qty": 3}))
-        .await;
+    let next = client.publish("orders", Some("order-19"), json!({"qty": 3})).await;
     assert_eq!(next["seq"], 3, "numbering continues where it stopped");
-    let history = client
-        .request(json!({"action": "sync", "room": "orders", "since": 0}))
-        .await;
+    let history = client.request(json!({"action": "sync", "room": "orders", "since": 0})).await;
     assert_eq!(seqs(&events_of(&history)), vec![1, 2, 3]);
 }
 
@@ -74,8 +58,5 @@ async fn shutdown_closes_clients_with_going_away() {
     client.join("r", None).await;
     let closing = tokio::spawn(async move { client.closed().await });
     local.stop().await;
-    assert_eq!(
-        closing.await.unwrap(),
-        Some(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Away)
-    );
+    assert_eq!(closing.await.unwrap(), Some(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Away));
 }

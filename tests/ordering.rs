@@ -5,8 +5,7 @@ use livesync_tests::{Client, Local};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eight_concurrent_publishers_get_acks_1_to_1600_and_every_subscriber_receives_them_in_order()
- {
+async fn eight_concurrent_publishers_get_acks_1_to_1600_and_every_subscriber_receives_them_in_order() {
     const PUBLISHERS: u64 = 8;
     const EACH: u64 = 200;
     let local = Local::start().await;
@@ -23,9 +22,7 @@ async fn eight_concurrent_publishers_get_acks_1_to_1600_and_every_subscriber_rec
             let mut publisher = Client::connect(&url).await;
             let mut acks = Vec::new();
             for n in 0..EACH {
-                let ack = publisher
-                    .publish("race", None, json!({"publisher": p, "n": n}))
-                    .await;
+                let ack = publisher.publish("race", None, json!({"publisher": p, "n": n})).await;
                 acks.push(ack["seq"].as_u64().unwrap());
             }
             acks
@@ -34,10 +31,7 @@ async fn eight_concurrent_publishers_get_acks_1_to_1600_and_every_subscriber_rec
     let mut acks: Vec<u64> = Vec::new();
     for publisher in publishers.collect::<Vec<_>>() {
         let mine = publisher.await.unwrap();
-        assert!(
-            mine.windows(2).all(|w| w[0] < w[1]),
-            "one publisher's acks rise: {mine:?}"
-        );
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "one publisher's acks rise: {mine:?}");
         acks.extend(mine);
     }
     acks.sort();
@@ -56,32 +50,16 @@ async fn a_pushed_event_carries_what_was_published_and_who_published_it() {
     reader.join("doc", None).await;
     let mut writer = local.client().await;
 
-    let ack = writer
-        .publish(
-            "doc",
-            Some("edit-1"),
-            json!({"op": "insert", "at": 3, "text": "héllo"}),
-        )
-        .await;
+    let ack = writer.publish("doc", Some("edit-1"), json!({"op": "insert", "at": 3, "text": "héllo"})).await;
 
     let mut event = reader.next_frame().await;
     assert_eq!(event["type"], "event");
     assert_eq!(event["seq"], ack["seq"]);
     assert_eq!(event["id"], "edit-1");
-    assert_eq!(
-        event["data"],
-        json!({"op": "insert", "at": 3, "text": "héllo"})
-    );
+    assert_eq!(event["data"], json!({"op": "insert", "at": 3, "text": "héllo"}));
     assert!(event["from"].as_str().is_some_and(|from| !from.is_empty()));
-    assert!(
-        event["ts"]
-            .as_u64()
-            .is_some_and(|ts| ts > 1_700_000_000_000)
-    );
-    event
-        .as_object_mut()
-        .unwrap()
-        .retain(|k, _| !["data", "from", "ts", "seq", "id"].contains(&k.as_str()));
+    assert!(event["ts"].as_u64().is_some_and(|ts| ts > 1_700_000_000_000));
+    event.as_object_mut().unwrap().retain(|k, _| !["data", "from", "ts", "seq", "id"].contains(&k.as_str()));
     assert_eq!(event, json!({"type": "event", "room": "doc"}));
 }
 
@@ -108,11 +86,7 @@ async fn rooms_are_independent_and_leaving_stops_the_pushes() {
     // Everything pushed before the pong has been read: none of it may be room a's.
     let pong = both.request(json!({"action": "ping"})).await;
     assert_eq!(pong["type"], "pong");
-    assert_eq!(
-        both.queued_pushes("a"),
-        0,
-        "room a's third event reached a client that left"
-    );
+    assert_eq!(both.queued_pushes("a"), 0, "room a's third event reached a client that left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,10 +108,7 @@ async fn a_subscriber_that_stops_reading_is_closed_and_nobody_else_waits_for_it(
     }
 
     // The healthy subscriber gets everything, in order, while the stalled one holds nothing up.
-    assert_eq!(
-        reading.await.unwrap(),
-        (1..=published as u64).collect::<Vec<_>>()
-    );
+    assert_eq!(reading.await.unwrap(), (1..=published as u64).collect::<Vec<_>>());
     // The stalled socket was closed without its client reading a byte: only the healthy
     // subscriber and the writer remain.
     local.wait_for_open_connections(2).await;

@@ -12,10 +12,7 @@ async fn a_client_that_missed_50_events_gets_exactly_those_when_it_rejoins_with_
     for n in 1..=10 {
         writer.publish("feed", None, json!(n)).await;
     }
-    assert_eq!(
-        reader.pushed_seqs("feed", 10).await,
-        (1..=10).collect::<Vec<_>>()
-    );
+    assert_eq!(reader.pushed_seqs("feed", 10).await, (1..=10).collect::<Vec<_>>());
     reader.close().await;
 
     for n in 11..=60 {
@@ -51,9 +48,7 @@ async fn sync_pages_through_a_long_absence_without_gaps_or_repeats() {
     let mut received = Vec::new();
     let mut pages = 0;
     loop {
-        let page = reader
-            .request(json!({"action": "sync", "room": "log", "since": since}))
-            .await;
+        let page = reader.request(json!({"action": "sync", "room": "log", "since": since})).await;
         assert_eq!(page["type"], "events", "{page}");
         pages += 1;
         let events = seqs(&events_of(&page));
@@ -77,22 +72,16 @@ async fn large_events_are_paged_to_stay_under_the_128_kb_reply_limit() {
     }
 
     let mut reader = local.client().await;
-    let first = reader
-        .request(json!({"action": "sync", "room": "blobs", "since": 0}))
-        .await;
+    let first = reader.request(json!({"action": "sync", "room": "blobs", "since": 0})).await;
     assert!(first.to_string().len() <= 128 * 1024);
     assert_eq!(first["more"], true);
     let got = seqs(&events_of(&first));
     assert!(!got.is_empty() && got.len() < 5, "{got:?}");
-    let rest = reader
-        .request(json!({"action": "sync", "room": "blobs", "since": got.last().unwrap()}))
-        .await;
+    let rest = reader.request(json!({"action": "sync", "room": "blobs", "since": got.last().unwrap()})).await;
     let mut all = got.clone();
     all.extend(seqs(&events_of(&rest)));
     while all.len() < 5 {
-        let more = reader
-            .request(json!({"action": "sync", "room": "blobs", "since": all.last().unwrap()}))
-            .await;
+        let more = reader.request(json!({"action": "sync", "room": "blobs", "since": all.last().unwrap()})).await;
         all.extend(seqs(&events_of(&more)));
     }
     assert_eq!(all, vec![1, 2, 3, 4, 5]);

@@ -7,9 +7,7 @@
 use crate::clock::Clock;
 use crate::membership;
 use crate::ordering::{self, Publication, PublishError, RoomHeads};
-use crate::protocol::{
-    ClientFrame, ErrorCode, JsonData, Reference, Request, ServerFrame, parse_client_frame,
-};
+use crate::protocol::{ClientFrame, ErrorCode, JsonData, Reference, Request, ServerFrame, parse_client_frame};
 use crate::recovery;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -34,12 +32,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Engine {
-            store,
-            clock,
-            heads: RoomHeads::default(),
-            page_events: PAGE_EVENTS,
-        }
+        Engine { store, clock, heads: RoomHeads::default(), page_events: PAGE_EVENTS }
     }
 
     /// Sets how many events one reply carries at most (a byte budget applies as well).
@@ -84,12 +77,7 @@ impl Engine {
         }
     }
 
-    async fn apply(
-        &self,
-        connection: &str,
-        request_id: &str,
-        frame: ClientFrame,
-    ) -> Result<ServerFrame, EngineError> {
+    async fn apply(&self, connection: &str, request_id: &str, frame: ClientFrame) -> Result<ServerFrame, EngineError> {
         let ClientFrame { reference, request } = frame;
         let store = self.store.as_ref();
         Ok(match request {
@@ -99,39 +87,22 @@ impl Engine {
                 // is in the page (or a later one), one committed after it is pushed; a client
                 // may see an event both ways and drops the repeat by its seq.
                 let page = match since {
-                    Some(since) => {
-                        recovery::events_after(store, &room, since, self.page_events).await?
-                    }
-                    None => recovery::EventPage {
-                        events: Vec::new(),
-                        more: false,
-                    },
+                    Some(since) => recovery::events_after(store, &room, since, self.page_events).await?,
+                    None => recovery::EventPage { events: Vec::new(), more: false },
                 };
                 let head = ordering::head(store, &room).await?;
-                ServerFrame::Joined {
-                    room,
-                    seq: head,
-                    events: page.events,
-                    more: page.more,
-                    reference,
-                }
+                ServerFrame::Joined { room, seq: head, events: page.events, more: page.more, reference }
             }
             Request::Leave { room } => {
                 membership::unsubscribe(store, &room, connection).await?;
                 ServerFrame::Left { room, reference }
             }
             Request::Publish { room, id, data } => {
-                self.publish(connection, request_id, room, id, data, reference)
-                    .await?
+                self.publish(connection, request_id, room, id, data, reference).await?
             }
             Request::Sync { room, since } => {
                 let page = recovery::events_after(store, &room, since, self.page_events).await?;
-                ServerFrame::Events {
-                    room,
-                    events: page.events,
-                    more: Some(page.more),
-                    reference,
-                }
+                ServerFrame::Events { room, events: page.events, more: Some(page.more), reference }
             }
             Request::Ping => ServerFrame::Pong { reference },
         })
@@ -160,12 +131,7 @@ impl Engine {
             },
         )
         .await?;
-        Ok(ServerFrame::Ack {
-            room,
-            seq: published.seq,
-            id: published.id,
-            reference,
-        })
+        Ok(ServerFrame::Ack { room, seq: published.seq, id: published.id, reference })
     }
 }
 

@@ -55,10 +55,7 @@ impl FanoutPlan {
                 None => by_room.push((event.room.clone(), vec![event])),
             }
         }
-        let rooms = by_room
-            .into_iter()
-            .map(|(room, events)| encode_room(room, events))
-            .collect();
+        let rooms = by_room.into_iter().map(|(room, events)| encode_room(room, events)).collect();
         Ok(FanoutPlan { rooms })
     }
 }
@@ -68,12 +65,7 @@ fn encode_room(room: String, events: Vec<Event>) -> RoomFrames {
     let last_seq = events.last().map_or(0, |e| e.seq);
     let count = events.len();
     // The exact size of an `events` frame is its empty form plus each event plus the commas.
-    let empty = ServerFrame::Events {
-        room: room.clone(),
-        events: Vec::new(),
-        more: None,
-        reference: None,
-    };
+    let empty = ServerFrame::Events { room: room.clone(), events: Vec::new(), more: None, reference: None };
     let frame_base = empty.to_json().len();
     let mut frames = Vec::new();
     let mut chunk: Vec<Event> = Vec::new();
@@ -91,25 +83,14 @@ fn encode_room(room: String, events: Vec<Event>) -> RoomFrames {
     if !chunk.is_empty() {
         frames.push(encode_chunk(&room, chunk));
     }
-    RoomFrames {
-        room,
-        first_seq,
-        last_seq,
-        events: count,
-        frames,
-    }
+    RoomFrames { room, first_seq, last_seq, events: count, frames }
 }
 
 fn encode_chunk(room: &str, mut events: Vec<Event>) -> Frame {
     let frame = if events.len() == 1 {
         ServerFrame::Event(events.remove(0))
     } else {
-        ServerFrame::Events {
-            room: room.to_owned(),
-            events,
-            more: None,
-            reference: None,
-        }
+        ServerFrame::Events { room: room.to_owned(), events, more: None, reference: None }
     };
     Frame::new(frame.to_json())
 }
@@ -146,11 +127,7 @@ pub struct Fanout {
 
 impl Fanout {
     pub fn new(store: Arc<dyn Store>, poster: Arc<dyn Poster>) -> Self {
-        Fanout {
-            store,
-            poster,
-            concurrency: POST_CONCURRENCY,
-        }
+        Fanout { store, poster, concurrency: POST_CONCURRENCY }
     }
 
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
@@ -188,20 +165,11 @@ impl Fanout {
         Ok(report)
     }
 
-    async fn deliver_room(
-        &self,
-        room: &RoomFrames,
-        report: &mut FanoutReport,
-    ) -> Result<(), StoreError> {
+    async fn deliver_room(&self, room: &RoomFrames, report: &mut FanoutReport) -> Result<(), StoreError> {
         let mut after: Option<String> = None;
         loop {
-            let (subscribers, resume) = membership::subscribers(
-                self.store.as_ref(),
-                &room.room,
-                after.as_deref(),
-                SUBSCRIBER_PAGE,
-            )
-            .await?;
+            let (subscribers, resume) =
+                membership::subscribers(self.store.as_ref(), &room.room, after.as_deref(), SUBSCRIBER_PAGE).await?;
             let mut outcomes = stream::iter(subscribers)
                 .map(|connection| self.post_frames(connection, &room.frames))
                 .buffer_unordered(self.concurrency);
@@ -238,9 +206,7 @@ impl Fanout {
                 }
             }
         }
-        Outcome::Delivered {
-            posts: frames.len(),
-        }
+        Outcome::Delivered { posts: frames.len() }
     }
 }
 
@@ -269,24 +235,14 @@ mod tests {
 
     fn inserted(event: &Event) -> Change {
         let item = layout::event_item(event);
-        Change {
-            kind: ChangeKind::Insert,
-            key: item.key.clone(),
-            new: Some(item),
-            old: None,
-        }
+        Change { kind: ChangeKind::Insert, key: item.key.clone(), new: Some(item), old: None }
     }
 
     fn frame_seqs(frame: &Frame) -> Vec<u64> {
         let parsed: ServerFrame = serde_json::from_slice(frame.bytes()).unwrap();
         match parsed {
             ServerFrame::Event(event) => vec![event.seq],
-            ServerFrame::Events {
-                events,
-                more: None,
-                reference: None,
-                ..
-            } => events.iter().map(|e| e.seq).collect(),
+            ServerFrame::Events { events, more: None, reference: None, .. } => events.iter().map(|e| e.seq).collect(),
             other => panic!("not a push: {other:?}"),
         }
     }
@@ -296,10 +252,7 @@ mod tests {
         let plan = FanoutPlan::from_changes(&[inserted(&event("a", 1, "x"))]).unwrap();
         assert_eq!(plan.rooms.len(), 1);
         let text = std::str::from_utf8(plan.rooms[0].frames[0].bytes()).unwrap();
-        assert!(
-            text.starts_with(r#"{"type":"event","room":"a","seq":1"#),
-            "{text}"
-        );
+        assert!(text.starts_with(r#"{"type":"event","room":"a","seq":1"#), "{text}");
     }
 
     #[test]
@@ -307,43 +260,24 @@ mod tests {
         let connection = Item::new(crate::store::Key::new("CONN#c", "META"));
         let changes = vec![
             inserted(&event("a", 1, "x")),
-            Change {
-                kind: ChangeKind::Insert,
-                key: connection.key.clone(),
-                new: Some(connection.clone()),
-                old: None,
-            },
+            Change { kind: ChangeKind::Insert, key: connection.key.clone(), new: Some(connection.clone()), old: None },
             inserted(&event("b", 7, "y")),
             inserted(&event("a", 2, "z")),
-            Change {
-                kind: ChangeKind::Remove,
-                key: connection.key.clone(),
-                new: None,
-                old: Some(connection),
-            },
+            Change { kind: ChangeKind::Remove, key: connection.key.clone(), new: None, old: Some(connection) },
             inserted(&event("a", 3, "w")),
         ];
         let plan = FanoutPlan::from_changes(&changes).unwrap();
-        let rooms: Vec<(&str, u64, u64, usize)> = plan
-            .rooms
-            .iter()
-            .map(|r| (r.room.as_str(), r.first_seq, r.last_seq, r.events))
-            .collect();
+        let rooms: Vec<(&str, u64, u64, usize)> =
+            plan.rooms.iter().map(|r| (r.room.as_str(), r.first_seq, r.last_seq, r.events)).collect();
         assert_eq!(rooms, vec![("a", 1, 3, 3), ("b", 7, 7, 1)]);
-        assert_eq!(
-            plan.rooms[0].frames.len(),
-            1,
-            "one frame for a's three events"
-        );
+        assert_eq!(plan.rooms[0].frames.len(), 1, "one frame for a's three events");
         assert_eq!(frame_seqs(&plan.rooms[0].frames[0]), vec![1, 2, 3]);
     }
 
     #[test]
     fn batched_frames_stay_under_32_kb_and_keep_every_event_in_order() {
         let data = "d".repeat(3000);
-        let changes: Vec<Change> = (1..=40)
-            .map(|seq| inserted(&event("big", seq, &data)))
-            .collect();
+        let changes: Vec<Change> = (1..=40).map(|seq| inserted(&event("big", seq, &data))).collect();
         let plan = FanoutPlan::from_changes(&changes).unwrap();
         let frames = &plan.rooms[0].frames;
         assert!(frames.len() > 1);
@@ -353,11 +287,7 @@ mod tests {
             frames.iter().map(Frame::len).collect::<Vec<_>>()
         );
         // Packed, not one event per frame: each frame but the last is close to the limit.
-        assert!(
-            frames[..frames.len() - 1]
-                .iter()
-                .all(|f| f.len() > MAX_FRAME_BYTES - 3200)
-        );
+        assert!(frames[..frames.len() - 1].iter().all(|f| f.len() > MAX_FRAME_BYTES - 3200));
         let seqs: Vec<u64> = frames.iter().flat_map(frame_seqs).collect();
         assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
     }
@@ -365,16 +295,10 @@ mod tests {
     #[test]
     fn an_event_larger_than_a_frame_travels_alone() {
         let huge = "h".repeat(MAX_FRAME_BYTES + 10);
-        let changes = vec![
-            inserted(&event("r", 1, "s")),
-            inserted(&event("r", 2, &huge)),
-            inserted(&event("r", 3, "t")),
-        ];
+        let changes =
+            vec![inserted(&event("r", 1, "s")), inserted(&event("r", 2, &huge)), inserted(&event("r", 3, "t"))];
         let plan = FanoutPlan::from_changes(&changes).unwrap();
         let frames = &plan.rooms[0].frames;
-        assert_eq!(
-            frames.iter().map(frame_seqs).collect::<Vec<_>>(),
-            vec![vec![1], vec![2], vec![3]]
-        );
+        assert_eq!(frames.iter().map(frame_seqs).collect::<Vec<_>>(), vec![vec![1], vec![2], vec![3]]);
     }
 }

@@ -51,29 +51,17 @@ pub fn event_item(event: &Event) -> Item {
 
 /// Reads an event item back; `None` for items that are not events.
 pub fn event_from_item(item: &Item) -> Result<Option<Event>, StoreError> {
-    let (Some(room), Some(_)) = (
-        item.key.pk.strip_prefix(ROOM),
-        item.key.sk.strip_prefix(EVENT),
-    ) else {
+    let (Some(room), Some(_)) = (item.key.pk.strip_prefix(ROOM), item.key.sk.strip_prefix(EVENT)) else {
         return Ok(None);
     };
-    let malformed = |reason: &str| StoreError::Malformed {
-        key: item.key.clone(),
-        reason: reason.to_owned(),
-    };
+    let malformed = |reason: &str| StoreError::Malformed { key: item.key.clone(), reason: reason.to_owned() };
     let seq = item.number("seq").ok_or_else(|| malformed("no seq"))?;
     let data = item.string("data").ok_or_else(|| malformed("no data"))?;
     Ok(Some(Event {
         room: room.to_owned(),
         seq: u64::try_from(seq).map_err(|_| malformed("negative seq"))?,
-        id: item
-            .string("id")
-            .ok_or_else(|| malformed("no id"))?
-            .to_owned(),
-        from: item
-            .string("from")
-            .ok_or_else(|| malformed("no from"))?
-            .to_owned(),
+        id: item.string("id").ok_or_else(|| malformed("no id"))?.to_owned(),
+        from: item.string("from").ok_or_else(|| malformed("no from"))?.to_owned(),
         data: JsonData::from_json(data.to_owned()).map_err(|_| malformed("data is not JSON"))?,
         ts: item.number("ts").ok_or_else(|| malformed("no ts"))?.max(0) as u64,
     }))
@@ -81,8 +69,7 @@ pub fn event_from_item(item: &Item) -> Result<Option<Event>, StoreError> {
 
 /// The events of a room after `since`, oldest first.
 pub fn events_after(room: &str, since: u64, limit: usize) -> Query {
-    Query::new(room_pk(room), SortKeys::Prefix(EVENT.to_owned()), limit)
-        .after(event_key(room, since).sk)
+    Query::new(room_pk(room), SortKeys::Prefix(EVENT.to_owned()), limit).after(event_key(room, since).sk)
 }
 
 /// The newest event of a room, whose seq is the room's head.
@@ -92,18 +79,14 @@ pub fn head_of(room: &str) -> Query {
 
 /// The record that makes a publish with a client id idempotent.
 pub fn event_id_item(room: &str, id: &str, seq: u64) -> Item {
-    Item::new(Key::new(room_pk(room), format!("{EVENT_ID}{id}")))
-        .with("seq", Attr::N(seq_attr(seq)))
+    Item::new(Key::new(room_pk(room), format!("{EVENT_ID}{id}"))).with("seq", Attr::N(seq_attr(seq)))
 }
 
 /// The `seq` attribute of an event or idempotency record.
 pub fn seq_of(item: &Item) -> Result<u64, StoreError> {
     item.number("seq")
         .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(|| StoreError::Malformed {
-            key: item.key.clone(),
-            reason: "no seq".to_owned(),
-        })
+        .ok_or_else(|| StoreError::Malformed { key: item.key.clone(), reason: "no seq".to_owned() })
 }
 
 pub fn connection_item(connection: &str, connected_at_ms: u64) -> Item {
@@ -141,11 +124,7 @@ pub fn subscribed_room(item: &Item) -> Option<&str> {
 
 /// The subscribers of a room, a page at a time.
 pub fn subscribers_of(room: &str, limit: usize) -> Query {
-    Query::new(
-        room_pk(room),
-        SortKeys::Prefix(SUBSCRIPTION.to_owned()),
-        limit,
-    )
+    Query::new(room_pk(room), SortKeys::Prefix(SUBSCRIPTION.to_owned()), limit)
 }
 
 /// The connection a room-side subscription item names.
@@ -168,15 +147,11 @@ mod tests {
     #[test]
     fn event_keys_sort_in_seq_order() {
         let seqs = [100u64, 9, 10, 1, 99, u64::MAX >> 1];
-        let mut by_key: Vec<(String, u64)> =
-            seqs.iter().map(|s| (event_key("r", *s).sk, *s)).collect();
+        let mut by_key: Vec<(String, u64)> = seqs.iter().map(|s| (event_key("r", *s).sk, *s)).collect();
         by_key.sort();
         let mut by_number = seqs.to_vec();
         by_number.sort();
-        assert_eq!(
-            by_key.into_iter().map(|(_, seq)| seq).collect::<Vec<_>>(),
-            by_number
-        );
+        assert_eq!(by_key.into_iter().map(|(_, seq)| seq).collect::<Vec<_>>(), by_number);
     }
 
     #[test]
@@ -210,9 +185,6 @@ mod tests {
             ts: 0,
         });
         item.attrs.remove("data");
-        assert!(matches!(
-            event_from_item(&item),
-            Err(StoreError::Malformed { .. })
-        ));
+        assert!(matches!(event_from_item(&item), Err(StoreError::Malformed { .. })));
     }
 }

@@ -5,46 +5,23 @@ use crate::store::{Condition, Store, StoreError, Transaction, TxOp};
 
 /// Records a new connection. A repeated `$connect` for the same id just refreshes it.
 pub async fn register(store: &dyn Store, connection: &str, now_ms: u64) -> Result<(), StoreError> {
-    store
-        .put(
-            layout::connection_item(connection, now_ms),
-            Condition::Always,
-        )
-        .await?;
+    store.put(layout::connection_item(connection, now_ms), Condition::Always).await?;
     Ok(())
 }
 
 /// Subscribes a connection to a room: both sides of the subscription, or neither.
-pub async fn subscribe(
-    store: &dyn Store,
-    room: &str,
-    connection: &str,
-    now_ms: u64,
-) -> Result<(), StoreError> {
+pub async fn subscribe(store: &dyn Store, room: &str, connection: &str, now_ms: u64) -> Result<(), StoreError> {
     let ops = layout::subscription_items(room, connection, now_ms)
         .into_iter()
-        .map(|item| TxOp::Put {
-            item,
-            condition: Condition::Always,
-        })
+        .map(|item| TxOp::Put { item, condition: Condition::Always })
         .collect();
     expect_committed(store.transact(ops).await?)
 }
 
-pub async fn unsubscribe(
-    store: &dyn Store,
-    room: &str,
-    connection: &str,
-) -> Result<(), StoreError> {
+pub async fn unsubscribe(store: &dyn Store, room: &str, connection: &str) -> Result<(), StoreError> {
     let ops = vec![
-        TxOp::Delete {
-            key: layout::room_subscription_key(room, connection),
-            condition: Condition::Always,
-        },
-        TxOp::Delete {
-            key: layout::connection_subscription_key(connection, room),
-            condition: Condition::Always,
-        },
+        TxOp::Delete { key: layout::room_subscription_key(room, connection), condition: Condition::Always },
+        TxOp::Delete { key: layout::connection_subscription_key(connection, room), condition: Condition::Always },
     ];
     expect_committed(store.transact(ops).await?)
 }
@@ -57,9 +34,7 @@ pub async fn forget(store: &dyn Store, connection: &str) -> Result<usize, StoreE
     const PAGE: usize = 49;
     let mut rooms = 0;
     loop {
-        let page = store
-            .query(layout::connection_items(connection, PAGE))
-            .await?;
+        let page = store.query(layout::connection_items(connection, PAGE)).await?;
         if page.items.is_empty() {
             return Ok(rooms);
         }
@@ -72,10 +47,7 @@ pub async fn forget(store: &dyn Store, connection: &str) -> Result<usize, StoreE
                     condition: Condition::Always,
                 });
             }
-            ops.push(TxOp::Delete {
-                key: item.key.clone(),
-                condition: Condition::Always,
-            });
+            ops.push(TxOp::Delete { key: item.key.clone(), condition: Condition::Always });
         }
         expect_committed(store.transact(ops).await?)?;
     }
@@ -93,17 +65,8 @@ pub async fn subscribers(
         query = query.after(after);
     }
     let page = store.query(query).await?;
-    let resume = if page.more {
-        page.items.last().map(|item| item.key.sk.clone())
-    } else {
-        None
-    };
-    let connections = page
-        .items
-        .iter()
-        .filter_map(layout::subscriber)
-        .map(str::to_owned)
-        .collect();
+    let resume = if page.more { page.items.last().map(|item| item.key.sk.clone()) } else { None };
+    let connections = page.items.iter().filter_map(layout::subscriber).map(str::to_owned).collect();
     Ok((connections, resume))
 }
 

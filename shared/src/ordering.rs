@@ -130,49 +130,30 @@ pub async fn publish(
             Some(client_id) => {
                 let record = layout::event_id_item(p.room, client_id, seq);
                 let ops = vec![
-                    TxOp::Put {
-                        item: event,
-                        condition: Condition::NotExists,
-                    },
-                    TxOp::Put {
-                        item: record.clone(),
-                        condition: Condition::NotExists,
-                    },
+                    TxOp::Put { item: event, condition: Condition::NotExists },
+                    TxOp::Put { item: record.clone(), condition: Condition::NotExists },
                 ];
                 match store.transact(ops).await? {
                     Transaction::Committed => true,
-                    Transaction::Conflict { failed } => {
-                        match failed.into_iter().find(|f| f.index == 1) {
-                            Some(repeat) => {
-                                let original = match repeat.current {
-                                    Some(item) => item,
-                                    None => store.get(&record.key).await?.ok_or_else(|| {
-                                        StoreError::Invalid(
-                                            "idempotency record reported present, then absent"
-                                                .to_owned(),
-                                        )
-                                    })?,
-                                };
-                                let seq = layout::seq_of(&original)?;
-                                return Ok(Published {
-                                    seq,
-                                    id: id.to_owned(),
-                                    repeat: true,
-                                });
-                            }
-                            None => false,
+                    Transaction::Conflict { failed } => match failed.into_iter().find(|f| f.index == 1) {
+                        Some(repeat) => {
+                            let original = match repeat.current {
+                                Some(item) => item,
+                                None => store.get(&record.key).await?.ok_or_else(|| {
+                                    StoreError::Invalid("idempotency record reported present, then absent".to_owned())
+                                })?,
+                            };
+                            let seq = layout::seq_of(&original)?;
+                            return Ok(Published { seq, id: id.to_owned(), repeat: true });
                         }
-                    }
+                        None => false,
+                    },
                 }
             }
         };
         if claimed {
             heads.observe(p.room, seq);
-            return Ok(Published {
-                seq,
-                id: id.to_owned(),
-                repeat: false,
-            });
+            return Ok(Published { seq, id: id.to_owned(), repeat: false });
         }
         // `seq` is taken, so it exists: the next one is claimable without a read.
         known_head = seq;
@@ -182,9 +163,7 @@ pub async fn publish(
         heads.observe(p.room, known_head);
         clock.sleep(backoff(attempt - 1)).await;
     }
-    Err(PublishError::Contention {
-        room: p.room.to_owned(),
-    })
+    Err(PublishError::Contention { room: p.room.to_owned() })
 }
 
 #[cfg(test)]

@@ -139,16 +139,8 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
-    pub fn error(
-        code: ErrorCode,
-        message: impl Into<String>,
-        reference: Option<Reference>,
-    ) -> Self {
-        ServerFrame::Error {
-            code,
-            message: message.into(),
-            reference,
-        }
+    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<Reference>) -> Self {
+        ServerFrame::Error { code, message: message.into(), reference }
     }
 
     /// The frame as JSON text. Serialising these types cannot fail: every map key is a string.
@@ -182,19 +174,11 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(code: ErrorCode, message: impl Into<String>, reference: Option<Reference>) -> Self {
-        Refusal {
-            code,
-            message: message.into(),
-            reference,
-        }
+        Refusal { code, message: message.into(), reference }
     }
 
     pub fn into_frame(self) -> ServerFrame {
-        ServerFrame::Error {
-            code: self.code,
-            message: self.message,
-            reference: self.reference,
-        }
+        ServerFrame::Error { code: self.code, message: self.message, reference: self.reference }
     }
 }
 
@@ -203,20 +187,12 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(Refusal::new(
             ErrorCode::TooLarge,
-            format!(
-                "frame is {} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (128 KB)",
-                body.len()
-            ),
+            format!("frame is {} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (128 KB)", body.len()),
             None,
         ));
     }
-    let envelope: serde_json::Value = serde_json::from_str(body).map_err(|e| {
-        Refusal::new(
-            ErrorCode::BadRequest,
-            format!("frame is not valid JSON: {e}"),
-            None,
-        )
-    })?;
+    let envelope: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("frame is not valid JSON: {e}"), None))?;
     let serde_json::Value::Object(fields) = &envelope else {
         return Err(Refusal::new(
             ErrorCode::BadRequest,
@@ -225,10 +201,7 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
         ));
     };
     let reference = fields.get("ref").map(JsonData::from_value);
-    if reference
-        .as_ref()
-        .is_some_and(|r| r.as_json().len() > MAX_REF_BYTES)
-    {
+    if reference.as_ref().is_some_and(|r| r.as_json().len() > MAX_REF_BYTES) {
         return Err(Refusal::new(
             ErrorCode::BadRequest,
             format!("\"ref\" must be at most {MAX_REF_BYTES} bytes of JSON"),
@@ -239,10 +212,7 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
         None => {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,
-                format!(
-                    "frame has no \"action\"; expected one of {}",
-                    ACTIONS.join(", ")
-                ),
+                format!("frame has no \"action\"; expected one of {}", ACTIONS.join(", ")),
                 reference,
             ));
         }
@@ -258,34 +228,23 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
     if !ACTIONS.contains(&action) {
         return Err(Refusal::new(
             ErrorCode::UnknownAction,
-            format!(
-                "unknown action \"{action}\"; expected one of {}",
-                ACTIONS.join(", ")
-            ),
+            format!("unknown action \"{action}\"; expected one of {}", ACTIONS.join(", ")),
             reference,
         ));
     }
     let request: Request = serde_json::from_value(envelope.clone()).map_err(|e| {
-        Refusal::new(
-            ErrorCode::BadRequest,
-            format!("invalid \"{action}\" frame: {e}"),
-            reference.clone(),
-        )
+        Refusal::new(ErrorCode::BadRequest, format!("invalid \"{action}\" frame: {e}"), reference.clone())
     })?;
     if let Request::Publish { data, .. } = &request {
         if data.as_json().len() > MAX_DATA_BYTES {
             return Err(Refusal::new(
                 ErrorCode::TooLarge,
-                format!(
-                    "\"data\" is {} bytes; the limit is {MAX_DATA_BYTES} bytes",
-                    data.as_json().len()
-                ),
+                format!("\"data\" is {} bytes; the limit is {MAX_DATA_BYTES} bytes", data.as_json().len()),
                 reference,
             ));
         }
     }
-    validate(&request)
-        .map_err(|message| Refusal::new(ErrorCode::BadRequest, message, reference.clone()))?;
+    validate(&request).map_err(|message| Refusal::new(ErrorCode::BadRequest, message, reference.clone()))?;
     Ok(ClientFrame { reference, request })
 }
 
@@ -368,9 +327,7 @@ impl<'de> Deserialize<'de> for JsonData {
     // cannot read from. Compact re-serialisation also normalises client whitespace once.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
-        serde_json::value::to_raw_value(&value)
-            .map(JsonData)
-            .map_err(D::Error::custom)
+        serde_json::value::to_raw_value(&value).map(JsonData).map_err(D::Error::custom)
     }
 }
 
@@ -410,16 +367,8 @@ mod tests {
             more: false,
             reference: reference.clone(),
         });
-        round_trips(ServerFrame::Left {
-            room: "lobby".into(),
-            reference: None,
-        });
-        round_trips(ServerFrame::Ack {
-            room: "lobby".into(),
-            seq: 3,
-            id: "m3".into(),
-            reference: reference.clone(),
-        });
+        round_trips(ServerFrame::Left { room: "lobby".into(), reference: None });
+        round_trips(ServerFrame::Ack { room: "lobby".into(), seq: 3, id: "m3".into(), reference: reference.clone() });
         round_trips(ServerFrame::Event(event(1)));
         round_trips(ServerFrame::Events {
             room: "lobby".into(),
@@ -433,38 +382,19 @@ mod tests {
             more: None,
             reference: None,
         });
-        round_trips(ServerFrame::Pong {
-            reference: Some(data(json!(42))),
-        });
+        round_trips(ServerFrame::Pong { reference: Some(data(json!(42))) });
         round_trips(ServerFrame::error(ErrorCode::TooLarge, "too big", None));
     }
 
     #[test]
     fn every_request_round_trips() {
         for request in [
-            Request::Join {
-                room: "a".into(),
-                since: Some(4),
-            },
-            Request::Join {
-                room: "a".into(),
-                since: None,
-            },
+            Request::Join { room: "a".into(), since: Some(4) },
+            Request::Join { room: "a".into(), since: None },
             Request::Leave { room: "a".into() },
-            Request::Publish {
-                room: "a".into(),
-                id: Some("x".into()),
-                data: data(json!({"k": 1})),
-            },
-            Request::Publish {
-                room: "a".into(),
-                id: None,
-                data: data(json!("text")),
-            },
-            Request::Sync {
-                room: "a".into(),
-                since: 0,
-            },
+            Request::Publish { room: "a".into(), id: Some("x".into()), data: data(json!({"k": 1})) },
+            Request::Publish { room: "a".into(), id: None, data: data(json!("text")) },
+            Request::Sync { room: "a".into(), since: 0 },
             Request::Ping,
         ] {
             let text = serde_json::to_string(&request).unwrap();
@@ -481,12 +411,8 @@ mod tests {
             json!({"type": "event", "room": "lobby", "seq": 5, "id": "m5", "from": "c1",
                    "data": {"text": "hi", "n": [1, 2.5, null]}, "ts": 1_764_000_000_000u64})
         );
-        let error =
-            serde_json::to_value(ServerFrame::error(ErrorCode::UnknownAction, "no", None)).unwrap();
-        assert_eq!(
-            error,
-            json!({"type": "error", "code": "unknown_action", "message": "no"})
-        );
+        let error = serde_json::to_value(ServerFrame::error(ErrorCode::UnknownAction, "no", None)).unwrap();
+        assert_eq!(error, json!({"type": "error", "code": "unknown_action", "message": "no"}));
     }
 
     #[test]
@@ -505,11 +431,7 @@ mod tests {
     fn malformed_frames_are_refused_with_a_specific_code_and_message() {
         let r = refusal("hello");
         assert_eq!(r.code, ErrorCode::BadRequest);
-        assert!(
-            r.message.starts_with("frame is not valid JSON"),
-            "{}",
-            r.message
-        );
+        assert!(r.message.starts_with("frame is not valid JSON"), "{}", r.message);
 
         let r = refusal("[1,2]");
         assert_eq!(r.code, ErrorCode::BadRequest);
@@ -521,11 +443,7 @@ mod tests {
 
         let r = refusal(r#"{"action":7}"#);
         assert_eq!(r.code, ErrorCode::BadRequest);
-        assert!(
-            r.message.contains("must be a string, not a number"),
-            "{}",
-            r.message
-        );
+        assert!(r.message.contains("must be a string, not a number"), "{}", r.message);
 
         let r = refusal(r#"{"action":"dance"}"#);
         assert_eq!(r.code, ErrorCode::UnknownAction);
@@ -537,11 +455,7 @@ mod tests {
 
         let r = refusal(r#"{"action":"sync","room":"a","since":-1}"#);
         assert_eq!(r.code, ErrorCode::BadRequest);
-        assert!(
-            r.message.contains("invalid value: integer `-1`"),
-            "{}",
-            r.message
-        );
+        assert!(r.message.contains("invalid value: integer `-1`"), "{}", r.message);
 
         let r = refusal(r#"{"action":"join","room":5}"#);
         assert_eq!(r.code, ErrorCode::BadRequest);
@@ -549,11 +463,7 @@ mod tests {
 
         let r = refusal(r#"{"action":"join","room":""}"#);
         assert_eq!(r.code, ErrorCode::BadRequest);
-        assert!(
-            r.message.contains("\"room\" must be 1 to 256 bytes"),
-            "{}",
-            r.message
-        );
+        assert!(r.message.contains("\"room\" must be 1 to 256 bytes"), "{}", r.message);
 
         let r = refusal(r#"{"action":"publish","room":"a","id":"","data":1}"#);
         assert!(r.message.contains("\"id\" must be"), "{}", r.message);
@@ -561,10 +471,7 @@ mod tests {
 
     #[test]
     fn a_frame_over_128_kb_is_too_large() {
-        let body = format!(
-            r#"{{"action":"publish","room":"a","data":"{}"}}"#,
-            "x".repeat(MAX_MESSAGE_BYTES)
-        );
+        let body = format!(r#"{{"action":"publish","room":"a","data":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
         let r = refusal(&body);
         assert_eq!(r.code, ErrorCode::TooLarge);
         assert!(r.message.contains("131072"), "{}", r.message);
@@ -572,15 +479,9 @@ mod tests {
 
     #[test]
     fn the_largest_data_is_accepted_and_one_byte_more_is_too_large() {
-        let fits = format!(
-            r#"{{"action":"publish","room":"a","data":"{}"}}"#,
-            "x".repeat(MAX_DATA_BYTES - 2)
-        );
+        let fits = format!(r#"{{"action":"publish","room":"a","data":"{}"}}"#, "x".repeat(MAX_DATA_BYTES - 2));
         assert!(parse_client_frame(&fits).is_ok());
-        let over = format!(
-            r#"{{"action":"publish","room":"a","data":"{}","ref":1}}"#,
-            "x".repeat(MAX_DATA_BYTES - 1)
-        );
+        let over = format!(r#"{{"action":"publish","room":"a","data":"{}","ref":1}}"#, "x".repeat(MAX_DATA_BYTES - 1));
         let r = refusal(&over);
         assert_eq!(r.code, ErrorCode::TooLarge);
         assert!(r.message.starts_with("\"data\" is"), "{}", r.message);
@@ -589,16 +490,9 @@ mod tests {
 
     #[test]
     fn a_large_ref_is_refused_because_it_would_be_echoed() {
-        let body = format!(
-            r#"{{"action":"ping","ref":"{}"}}"#,
-            "r".repeat(MAX_REF_BYTES)
-        );
+        let body = format!(r#"{{"action":"ping","ref":"{}"}}"#, "r".repeat(MAX_REF_BYTES));
         let r = refusal(&body);
         assert_eq!(r.code, ErrorCode::BadRequest);
-        assert!(
-            r.message.contains("\"ref\" must be at most 256 bytes"),
-            "{}",
-            r.message
-        );
+        assert!(r.message.contains("\"ref\" must be at most 256 bytes"), "{}", r.message);
     }
 }

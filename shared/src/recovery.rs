@@ -17,15 +17,8 @@ pub struct EventPage {
 
 /// The events after `since`, oldest first: at most `limit`, and never more bytes than one reply
 /// may carry. The first event is always included, however large, so a page always makes progress.
-pub async fn events_after(
-    store: &dyn Store,
-    room: &str,
-    since: u64,
-    limit: usize,
-) -> Result<EventPage, StoreError> {
-    let page = store
-        .query(layout::events_after(room, since, limit))
-        .await?;
+pub async fn events_after(store: &dyn Store, room: &str, since: u64, limit: usize) -> Result<EventPage, StoreError> {
+    let page = store.query(layout::events_after(room, since, limit)).await?;
     let mut more = page.more;
     let mut bytes = 0;
     let mut events = Vec::with_capacity(page.items.len());

@@ -44,10 +44,7 @@ pub struct Key {
 
 impl Key {
     pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
-        Key {
-            pk: pk.into(),
-            sk: sk.into(),
-        }
+        Key { pk: pk.into(), sk: sk.into() }
     }
 }
 
@@ -59,10 +56,7 @@ pub struct Item {
 
 impl Item {
     pub fn new(key: Key) -> Self {
-        Item {
-            key,
-            attrs: Attrs::new(),
-        }
+        Item { key, attrs: Attrs::new() }
     }
 
     pub fn with(mut self, name: &str, value: Attr) -> Self {
@@ -112,9 +106,7 @@ impl Condition {
             Condition::Always => true,
             Condition::NotExists => current.is_none(),
             Condition::Exists => current.is_some(),
-            Condition::Equals { attr, value } => {
-                current.and_then(|item| item.attrs.get(attr)) == Some(value)
-            }
+            Condition::Equals { attr, value } => current.and_then(|item| item.attrs.get(attr)) == Some(value),
         }
     }
 }
@@ -144,11 +136,7 @@ impl Update {
         for name in &self.remove {
             item.attrs.remove(name);
         }
-        item.attrs.extend(
-            self.set
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone())),
-        );
+        item.attrs.extend(self.set.iter().map(|(name, value)| (name.clone(), value.clone())));
         item
     }
 }
@@ -191,9 +179,7 @@ impl TxOp {
 
     pub fn condition(&self) -> &Condition {
         match self {
-            TxOp::Put { condition, .. }
-            | TxOp::Delete { condition, .. }
-            | TxOp::Check { condition, .. } => condition,
+            TxOp::Put { condition, .. } | TxOp::Delete { condition, .. } | TxOp::Check { condition, .. } => condition,
         }
     }
 }
@@ -254,13 +240,7 @@ pub struct Query {
 
 impl Query {
     pub fn new(pk: impl Into<String>, sort_keys: SortKeys, limit: usize) -> Self {
-        Query {
-            pk: pk.into(),
-            sort_keys,
-            after: None,
-            limit,
-            order: Order::Ascending,
-        }
+        Query { pk: pk.into(), sort_keys, after: None, limit, order: Order::Ascending }
     }
 
     pub fn after(mut self, sk: impl Into<String>) -> Self {
@@ -326,12 +306,7 @@ pub trait Store: Send + Sync {
 
     async fn put(&self, item: Item, condition: Condition) -> Result<Write, StoreError>;
 
-    async fn update(
-        &self,
-        key: &Key,
-        update: Update,
-        condition: Condition,
-    ) -> Result<Write, StoreError>;
+    async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Write, StoreError>;
 
     /// Deleting an absent item under [`Condition::Always`] is `Done`.
     async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError>;
@@ -356,10 +331,7 @@ pub fn check_transaction(ops: &[TxOp]) -> Result<(), StoreError> {
     let mut keys: Vec<&Key> = ops.iter().map(TxOp::key).collect();
     keys.sort();
     if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
-        return Err(StoreError::Invalid(format!(
-            "a transaction names item {:?} more than once",
-            pair[0]
-        )));
+        return Err(StoreError::Invalid(format!("a transaction names item {:?} more than once", pair[0])));
     }
     Ok(())
 }

@@ -32,14 +32,16 @@ impl Local {
         let mut config = Config::for_tests(dir.path());
         adjust(&mut config);
         let runner = Runner::start(config).await.unwrap();
-        Local {
-            runner: Some(runner),
-            dir,
-        }
+        Local { runner: Some(runner), dir }
     }
 
     pub fn url(&self) -> String {
         self.runner.as_ref().expect("running").url()
+    }
+
+    /// The runner's HTTP address: the endpoint of its connection management API.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.runner.as_ref().expect("running").local_addr())
     }
 
     pub fn open_connections(&self) -> usize {
@@ -69,37 +71,41 @@ impl Local {
 
     /// Stops the runner as SIGTERM would and starts a new one on the same data directory.
     pub async fn restart(&mut self) {
-        self.runner
-            .take()
-            .expect("running")
-            .shutdown()
-            .await
-            .unwrap();
-        self.runner = Some(
-            Runner::start(Config::for_tests(PathBuf::from(self.dir.path())))
-                .await
-                .unwrap(),
-        );
+        self.runner.take().expect("running").shutdown().await.unwrap();
+        self.runner = Some(Runner::start(Config::for_tests(PathBuf::from(self.dir.path()))).await.unwrap());
     }
 
     pub async fn stop(mut self) {
-        self.runner
-            .take()
-            .expect("running")
-            .shutdown()
-            .await
-            .unwrap();
+        self.runner.take().expect("running").shutdown().await.unwrap();
     }
+}
+
+/// An SDK configuration for the moto server `scripts/test` starts.
+pub async fn moto_config() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("LIVESYNC_MOTO_ENDPOINT").expect(
+        "LIVESYNC_MOTO_ENDPOINT is not set: run scripts/test, which starts moto_server, \
+         or start one yourself and point this variable at it (e.g. http://127.0.0.1:5005)",
+    );
+    livesync_dynamodb::emulator_config(&endpoint).await
+}
+
+/// A fresh table on moto, created as the template defines it.
+pub async fn moto_table(config: &aws_config::SdkConfig, name: &str) -> String {
+    let table = format!("{name}-{}-{}", std::process::id(), rand_suffix());
+    livesync_dynamodb::create_table(&aws_sdk_dynamodb::Client::new(config), &table).await.unwrap();
+    table
+}
+
+fn rand_suffix() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The runner's log lines go to the test's captured output (shown when a test fails).
 fn log_to_test_output() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_max_level(tracing::Level::INFO)
-            .try_init();
+        let _ = tracing_subscriber::fmt().with_test_writer().with_max_level(tracing::Level::INFO).try_init();
     });
 }
 
@@ -114,11 +120,7 @@ pub struct Client {
 impl Client {
     pub async fn connect(url: &str) -> Client {
         let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        Client {
-            socket,
-            pushed: VecDeque::new(),
-            next_ref: 0,
-        }
+        Client { socket, pushed: VecDeque::new(), next_ref: 0 }
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
@@ -164,10 +166,7 @@ impl Client {
             if frame["ref"] == json!(reference) {
                 return frame;
             }
-            assert!(
-                is_push(&frame),
-                "unexpected frame while waiting for {reference}: {frame}"
-            );
+            assert!(is_push(&frame), "unexpected frame while waiting for {reference}: {frame}");
             self.pushed.push_back(frame);
         }
     }
@@ -182,6 +181,16 @@ impl Client {
             }
             self.pushed.push_back(frame);
         }
+    }
+
+    /// This connection's id, as the server knows it: the `from` of an event it publishes.
+    pub async fn connection_id(&mut self) -> String {
+        let room = format!("whoami-{}", self.next_ref);
+        self.join(&room, None).await;
+        self.publish(&room, None, json!("who am I")).await;
+        let event = self.next_frame().await;
+        let _ = self.request(json!({"action": "leave", "room": room})).await;
+        event["from"].as_str().expect("an event names its publisher").to_owned()
     }
 
     pub async fn join(&mut self, room: &str, since: Option<u64>) -> Value {
@@ -206,10 +215,7 @@ impl Client {
 
     /// Pushes of `room` received but not yet taken by [`Client::pushed_seqs`].
     pub fn queued_pushes(&self, room: &str) -> usize {
-        self.pushed
-            .iter()
-            .filter(|frame| frame["room"] == room)
-            .count()
+        self.pushed.iter().filter(|frame| frame["room"] == room).count()
     }
 
     /// Waits until `count` pushed events of `room` have arrived; returns their seqs in arrival
@@ -235,10 +241,7 @@ impl Client {
 
     /// The next raw message, or `None` once the connection has ended.
     pub async fn next_message(&mut self) -> Option<Message> {
-        match tokio::time::timeout(PATIENCE, self.socket.next())
-            .await
-            .expect("nothing arrived")
-        {
+        match tokio::time::timeout(PATIENCE, self.socket.next()).await.expect("nothing arrived") {
             Some(Ok(message)) => Some(message),
             _ => None,
         }
@@ -247,10 +250,7 @@ impl Client {
     /// Waits for the server to close the connection; returns the close code.
     pub async fn closed(&mut self) -> Option<CloseCode> {
         loop {
-            match tokio::time::timeout(PATIENCE, self.socket.next())
-                .await
-                .expect("the connection stayed open")
-            {
+            match tokio::time::timeout(PATIENCE, self.socket.next()).await.expect("the connection stayed open") {
                 None | Some(Err(_)) => return None,
                 Some(Ok(Message::Close(close))) => return close.map(|c| c.code),
                 Some(Ok(_)) => continue,
@@ -265,8 +265,7 @@ impl Client {
 
 /// Pushed frames: `event`, and `events` without `more` or `ref`.
 pub fn is_push(frame: &Value) -> bool {
-    frame["type"] == "event"
-        || (frame["type"] == "events" && frame.get("ref").is_none() && frame.get("more").is_none())
+    frame["type"] == "event" || (frame["type"] == "events" && frame.get("ref").is_none() && frame.get("more").is_none())
 }
 
 /// The events a frame carries: itself for `event`, its list for `events` and `joined`.

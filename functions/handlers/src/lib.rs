@@ -34,11 +34,7 @@ pub async fn connect(
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let connection = connection_id(&event)?;
     engine.connect(connection).await?;
-    tracing::info!(
-        connection,
-        source_ip = event.request_context.identity.source_ip.as_deref(),
-        "connect"
-    );
+    tracing::info!(connection, source_ip = event.request_context.identity.source_ip.as_deref(), "connect");
     Ok(response(None))
 }
 
@@ -49,12 +45,7 @@ pub async fn disconnect(
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let connection = connection_id(&event)?;
     let rooms = engine.disconnect(connection).await?;
-    tracing::info!(
-        connection,
-        rooms,
-        status = event.request_context.disconnect_status_code,
-        "disconnect"
-    );
+    tracing::info!(connection, rooms, status = event.request_context.disconnect_status_code, "disconnect");
     Ok(response(None))
 }
 
@@ -71,34 +62,21 @@ pub async fn message(
         .or(context.message_id.as_deref())
         .ok_or(HandlerError::MissingContext("requestId"))?;
     let route = context.route_key.as_deref().unwrap_or("$default");
-    tracing::info!(
-        connection,
-        route,
-        bytes = event.body.as_ref().map_or(0, String::len),
-        "route"
-    );
+    tracing::info!(connection, route, bytes = event.body.as_ref().map_or(0, String::len), "route");
     let reply = match (&event.body, event.is_base64_encoded) {
         (Some(body), false) => engine.handle(connection, request_id, body).await,
-        (_, true) => ServerFrame::error(
-            ErrorCode::BadRequest,
-            "binary frames are not supported; send JSON text frames",
-            None,
-        ),
-        (None, false) => ServerFrame::error(
-            ErrorCode::BadRequest,
-            "empty frame; send a JSON object with an \"action\"",
-            None,
-        ),
+        (_, true) => {
+            ServerFrame::error(ErrorCode::BadRequest, "binary frames are not supported; send JSON text frames", None)
+        }
+        (None, false) => {
+            ServerFrame::error(ErrorCode::BadRequest, "empty frame; send a JSON object with an \"action\"", None)
+        }
     };
     Ok(response(Some(reply.to_json())))
 }
 
 fn connection_id(event: &ApiGatewayWebsocketProxyRequest) -> Result<&str, HandlerError> {
-    event
-        .request_context
-        .connection_id
-        .as_deref()
-        .ok_or(HandlerError::MissingContext("connectionId"))
+    event.request_context.connection_id.as_deref().ok_or(HandlerError::MissingContext("connectionId"))
 }
 
 fn response(body: Option<String>) -> ApiGatewayProxyResponse {

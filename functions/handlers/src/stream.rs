@@ -35,13 +35,8 @@ pub async fn fanout(fanout: &Fanout, event: Event) -> DynamoDbEventResponse {
         Ok(report) => {
             for room in &report.failed_rooms {
                 for (change, sequence_number) in changes.iter().zip(&sequence_numbers) {
-                    let event = change
-                        .new
-                        .as_ref()
-                        .and_then(|item| layout::event_from_item(item).ok().flatten());
-                    if event.is_some_and(|e| {
-                        e.room == room.room && (room.first_seq..=room.last_seq).contains(&e.seq)
-                    }) {
+                    let event = change.new.as_ref().and_then(|item| layout::event_from_item(item).ok().flatten());
+                    if event.is_some_and(|e| e.room == room.room && (room.first_seq..=room.last_seq).contains(&e.seq)) {
                         failed.push(sequence_number.clone());
                     }
                 }
@@ -72,9 +67,7 @@ pub fn change_from_record(record: &EventRecord) -> Result<Change, StoreError> {
         "REMOVE" => ChangeKind::Remove,
         other => return Err(malformed(format!("unknown eventName {other:?}"))),
     };
-    let key = item_from_image(&record.change.keys)?
-        .ok_or_else(|| malformed("a record without keys".to_owned()))?
-        .key;
+    let key = item_from_image(&record.change.keys)?.ok_or_else(|| malformed("a record without keys".to_owned()))?.key;
     Ok(Change {
         kind,
         key,
@@ -84,10 +77,7 @@ pub fn change_from_record(record: &EventRecord) -> Result<Change, StoreError> {
 }
 
 fn malformed(reason: String) -> StoreError {
-    StoreError::Malformed {
-        key: Key::new("?", "?"),
-        reason,
-    }
+    StoreError::Malformed { key: Key::new("?", "?"), reason }
 }
 
 /// An image as an item; an empty image (no such image in this record) is `None`.
@@ -104,10 +94,7 @@ fn item_from_image(image: &HashMap<String, AttributeValue>) -> Result<Option<Ite
     };
     let key = Key::new(pk, sk);
     let mut attrs = Attrs::new();
-    for (name, value) in image
-        .iter()
-        .filter(|(name, _)| *name != "pk" && *name != "sk")
-    {
+    for (name, value) in image.iter().filter(|(name, _)| *name != "pk" && *name != "sk") {
         let value = match value {
             AttributeValue::S(s) => Attr::S(s.clone()),
             AttributeValue::N(n) => Attr::N(n.parse().map_err(|_| StoreError::Malformed {

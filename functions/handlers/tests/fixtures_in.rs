@@ -13,8 +13,7 @@ const CONNECTION: &str = "CpbWUd2JDoECJ5w=";
 
 fn fixture(name: &str) -> ApiGatewayWebsocketProxyRequest {
     let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn engine() -> (Engine, tempfile::TempDir) {
@@ -32,15 +31,7 @@ fn reply(response: &ApiGatewayProxyResponse) -> Value {
 }
 
 async fn connection_items(engine: &Engine) -> Vec<String> {
-    let page = engine
-        .store()
-        .query(Query::new(
-            layout::connection_pk(CONNECTION),
-            SortKeys::All,
-            100,
-        ))
-        .await
-        .unwrap();
+    let page = engine.store().query(Query::new(layout::connection_pk(CONNECTION), SortKeys::All, 100)).await.unwrap();
     page.items.into_iter().map(|item| item.key.sk).collect()
 }
 
@@ -48,9 +39,7 @@ async fn connection_items(engine: &Engine) -> Vec<String> {
 async fn connect_records_the_connection_from_a_real_connect_event() {
     let (engine, _dir) = engine();
 
-    let response = livesync_handlers::connect(&engine, fixture("connect"))
-        .await
-        .unwrap();
+    let response = livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
 
     assert_eq!(response.status_code, 200);
     assert_eq!(connection_items(&engine).await, vec!["META"]);
@@ -59,36 +48,16 @@ async fn connect_records_the_connection_from_a_real_connect_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_then_publish_reply_in_the_body_with_the_ref_echoed() {
     let (engine, _dir) = engine();
-    livesync_handlers::connect(&engine, fixture("connect"))
-        .await
-        .unwrap();
+    livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
 
-    let joined = reply(
-        &livesync_handlers::message(&engine, fixture("join"))
-            .await
-            .unwrap(),
-    );
-    assert_eq!(
-        joined,
-        json!({"type": "joined", "room": "lobby", "seq": 0, "events": [], "more": false, "ref": "j1"})
-    );
+    let joined = reply(&livesync_handlers::message(&engine, fixture("join")).await.unwrap());
+    assert_eq!(joined, json!({"type": "joined", "room": "lobby", "seq": 0, "events": [], "more": false, "ref": "j1"}));
 
-    let ack = reply(
-        &livesync_handlers::message(&engine, fixture("publish"))
-            .await
-            .unwrap(),
-    );
-    assert_eq!(
-        ack,
-        json!({"type": "ack", "room": "lobby", "seq": 1, "id": "msg-1", "ref": 7})
-    );
+    let ack = reply(&livesync_handlers::message(&engine, fixture("publish")).await.unwrap());
+    assert_eq!(ack, json!({"type": "ack", "room": "lobby", "seq": 1, "id": "msg-1", "ref": 7}));
 
     // API Gateway retries nothing, but clients do: the same event again is the same ack.
-    let repeat = reply(
-        &livesync_handlers::message(&engine, fixture("publish"))
-            .await
-            .unwrap(),
-    );
+    let repeat = reply(&livesync_handlers::message(&engine, fixture("publish")).await.unwrap());
     assert_eq!(repeat, ack);
 }
 
@@ -96,21 +65,11 @@ async fn join_then_publish_reply_in_the_body_with_the_ref_echoed() {
 async fn a_default_route_frame_that_is_not_json_gets_a_bad_request_reply() {
     let (engine, _dir) = engine();
 
-    let error = reply(
-        &livesync_handlers::message(&engine, fixture("default-not-json"))
-            .await
-            .unwrap(),
-    );
+    let error = reply(&livesync_handlers::message(&engine, fixture("default-not-json")).await.unwrap());
 
     assert_eq!(error["type"], "error");
     assert_eq!(error["code"], "bad_request");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("frame is not valid JSON"),
-        "{error}"
-    );
+    assert!(error["message"].as_str().unwrap().starts_with("frame is not valid JSON"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,33 +81,20 @@ async fn a_binary_frame_is_refused_with_a_reason() {
     let error = reply(&livesync_handlers::message(&engine, event).await.unwrap());
 
     assert_eq!(error["code"], "bad_request");
-    assert!(
-        error["message"].as_str().unwrap().contains("binary frames"),
-        "{error}"
-    );
+    assert!(error["message"].as_str().unwrap().contains("binary frames"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_forgets_the_connection_and_its_rooms() {
     let (engine, _dir) = engine();
-    livesync_handlers::connect(&engine, fixture("connect"))
-        .await
-        .unwrap();
-    livesync_handlers::message(&engine, fixture("join"))
-        .await
-        .unwrap();
+    livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
+    livesync_handlers::message(&engine, fixture("join")).await.unwrap();
     assert_eq!(connection_items(&engine).await, vec!["META", "SUB#lobby"]);
 
-    livesync_handlers::disconnect(&engine, fixture("disconnect"))
-        .await
-        .unwrap();
+    livesync_handlers::disconnect(&engine, fixture("disconnect")).await.unwrap();
 
     assert!(connection_items(&engine).await.is_empty());
-    let subscribers = engine
-        .store()
-        .query(layout::subscribers_of("lobby", 10))
-        .await
-        .unwrap();
+    let subscribers = engine.store().query(layout::subscribers_of("lobby", 10)).await.unwrap();
     assert!(subscribers.items.is_empty());
 }
 
@@ -158,9 +104,7 @@ async fn an_event_without_a_connection_id_is_an_error_not_a_guess() {
     let mut event = fixture("publish");
     event.request_context.connection_id = None;
 
-    let error = livesync_handlers::message(&engine, event)
-        .await
-        .unwrap_err();
+    let error = livesync_handlers::message(&engine, event).await.unwrap_err();
 
     assert!(error.to_string().contains("connectionId"), "{error}");
 }

@@ -41,22 +41,15 @@ impl Config {
 /// The engine over DynamoDB, as the WebSocket route functions use it.
 pub async fn engine(config: &Config) -> Engine {
     let sdk = livesync_dynamodb::sdk_config().await;
-    Engine::new(
-        Arc::new(DynamoStore::new(&sdk, &config.table)),
-        Arc::new(SystemClock),
-    )
+    Engine::new(Arc::new(DynamoStore::new(&sdk, &config.table)), Arc::new(SystemClock))
 }
 
 /// The fanout over DynamoDB and the connection management API, as the stream function uses it.
 pub async fn fanout(config: &Config) -> Fanout {
     let sdk = livesync_dynamodb::sdk_config().await;
-    let url = config
-        .connections_url
-        .as_deref()
-        .expect("CONNECTIONS_URL must be the stage's @connections endpoint");
+    let url = config.connections_url.as_deref().expect("CONNECTIONS_URL must be the stage's @connections endpoint");
     let store = Arc::new(DynamoStore::new(&sdk, &config.table));
-    Fanout::new(store, Arc::new(ApiGatewayPoster::new(&sdk, url)))
-        .with_concurrency(config.post_concurrency)
+    Fanout::new(store, Arc::new(ApiGatewayPoster::new(&sdk, url))).with_concurrency(config.post_concurrency)
 }
 
 /// PostToConnection through `aws-sdk-apigatewaymanagement`; 410 Gone is [`Delivery::Gone`].
@@ -69,12 +62,8 @@ impl ApiGatewayPoster {
     /// `endpoint` is the stage's management URL, `https://{api}.execute-api.{region}.amazonaws.com/{stage}`
     /// on AWS, or the local runner's address.
     pub fn new(sdk: &aws_config::SdkConfig, endpoint: &str) -> Self {
-        let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
-            .endpoint_url(endpoint)
-            .build();
-        ApiGatewayPoster {
-            client: aws_sdk_apigatewaymanagement::Client::from_conf(config),
-        }
+        let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk).endpoint_url(endpoint).build();
+        ApiGatewayPoster { client: aws_sdk_apigatewaymanagement::Client::from_conf(config) }
     }
 }
 
@@ -90,13 +79,8 @@ impl Poster for ApiGatewayPoster {
             .await;
         match result {
             Ok(_) => Ok(Delivery::Sent),
-            Err(SdkError::ServiceError(error)) if error.err().is_gone_exception() => {
-                Ok(Delivery::Gone)
-            }
-            Err(error) => Err(PostError {
-                connection: connection.to_owned(),
-                source: Box::new(error),
-            }),
+            Err(SdkError::ServiceError(error)) if error.err().is_gone_exception() => Ok(Delivery::Gone),
+            Err(error) => Err(PostError { connection: connection.to_owned(), source: Box::new(error) }),
         }
     }
 }

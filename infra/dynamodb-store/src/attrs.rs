@@ -20,27 +20,18 @@ pub fn key_attributes(key: &Key) -> HashMap<String, AttributeValue> {
 
 pub fn item_attributes(item: &Item) -> HashMap<String, AttributeValue> {
     let mut attributes = key_attributes(&item.key);
-    attributes.extend(
-        item.attrs
-            .iter()
-            .map(|(name, value)| (name.clone(), to_attribute(value))),
-    );
+    attributes.extend(item.attrs.iter().map(|(name, value)| (name.clone(), to_attribute(value))));
     attributes
 }
 
 /// Reads an item back; anything LiveSync does not write (other types, a missing key) is refused.
-pub fn item_from_attributes(
-    attributes: &HashMap<String, AttributeValue>,
-) -> Result<Item, StoreError> {
+pub fn item_from_attributes(attributes: &HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
     let string = |name: &str| match attributes.get(name) {
         Some(AttributeValue::S(s)) => Some(s.clone()),
         _ => None,
     };
     let (Some(pk), Some(sk)) = (string("pk"), string("sk")) else {
-        return Err(StoreError::Malformed {
-            key: Key::new("?", "?"),
-            reason: "no string pk and sk".to_owned(),
-        });
+        return Err(StoreError::Malformed { key: Key::new("?", "?"), reason: "no string pk and sk".to_owned() });
     };
     let key = Key::new(pk, sk);
     let mut attrs = Attrs::new();

@@ -36,20 +36,11 @@ impl StreamFeed {
         streams: aws_sdk_dynamodbstreams::Client,
         table: &str,
     ) -> Result<Self, StoreError> {
-        let description = tables
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(unavailable)?;
+        let description = tables.describe_table().table_name(table).send().await.map_err(unavailable)?;
         let stream_arn = description
             .table()
             .and_then(|t| t.latest_stream_arn())
-            .ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "table {table} has no stream; enable NEW_AND_OLD_IMAGES"
-                ))
-            })?
+            .ok_or_else(|| StoreError::Invalid(format!("table {table} has no stream; enable NEW_AND_OLD_IMAGES")))?
             .to_owned();
         let mut feed = StreamFeed {
             streams,
@@ -66,26 +57,15 @@ impl StreamFeed {
     /// Starts reading shards not seen before: at `start` for the first description, from their
     /// beginning afterwards (a new shard holds only changes made after it opened).
     async fn discover(&mut self, start: ShardIteratorType) -> Result<(), StoreError> {
-        let description = self
-            .streams
-            .describe_stream()
-            .stream_arn(&self.stream_arn)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let shards = description
-            .stream_description()
-            .map(|d| d.shards())
-            .unwrap_or_default();
+        let description =
+            self.streams.describe_stream().stream_arn(&self.stream_arn).send().await.map_err(unavailable)?;
+        let shards = description.stream_description().map(|d| d.shards()).unwrap_or_default();
         for shard in shards {
             let Some(id) = shard.shard_id() else { continue };
             if !self.known_shards.insert(id.to_owned()) {
                 continue;
             }
-            let open = shard
-                .sequence_number_range()
-                .and_then(|r| r.ending_sequence_number())
-                .is_none();
+            let open = shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_none();
             if !open {
                 continue;
             }
@@ -152,24 +132,15 @@ impl ChangeFeed for StreamFeed {
 
 /// One stream record as a change-feed record.
 pub fn change_from_record(record: &Record) -> Result<Change, StoreError> {
-    let malformed = |reason: &str| StoreError::Malformed {
-        key: Key::new("?", "?"),
-        reason: reason.to_owned(),
-    };
+    let malformed = |reason: &str| StoreError::Malformed { key: Key::new("?", "?"), reason: reason.to_owned() };
     let kind = match record.event_name() {
         Some(OperationType::Insert) => ChangeKind::Insert,
         Some(OperationType::Modify) => ChangeKind::Modify,
         Some(OperationType::Remove) => ChangeKind::Remove,
         other => return Err(malformed(&format!("unknown stream event {other:?}"))),
     };
-    let data = record
-        .dynamodb()
-        .ok_or_else(|| malformed("stream record without data"))?;
-    let key = item_from_image(
-        data.keys()
-            .ok_or_else(|| malformed("stream record without keys"))?,
-    )?
-    .key;
+    let data = record.dynamodb().ok_or_else(|| malformed("stream record without data"))?;
+    let key = item_from_image(data.keys().ok_or_else(|| malformed("stream record without keys"))?)?.key;
     Ok(Change {
         kind,
         key,
@@ -184,17 +155,11 @@ fn item_from_image(image: &HashMap<String, AttributeValue>) -> Result<Item, Stor
         _ => None,
     };
     let (Some(pk), Some(sk)) = (string("pk"), string("sk")) else {
-        return Err(StoreError::Malformed {
-            key: Key::new("?", "?"),
-            reason: "stream image without pk/sk".to_owned(),
-        });
+        return Err(StoreError::Malformed { key: Key::new("?", "?"), reason: "stream image without pk/sk".to_owned() });
     };
     let key = Key::new(pk, sk);
     let mut attrs = Attrs::new();
-    for (name, value) in image
-        .iter()
-        .filter(|(name, _)| *name != "pk" && *name != "sk")
-    {
+    for (name, value) in image.iter().filter(|(name, _)| *name != "pk" && *name != "sk") {
         let value = match value {
             AttributeValue::S(s) => Attr::S(s.clone()),
             AttributeValue::N(n) => Attr::N(n.parse().map_err(|_| StoreError::Malformed {

@@ -17,12 +17,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem,
+    AttributeValue, ConditionCheck, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use livesync_core::store::{
-    ChangeFeed, Condition, FailedCondition, Item, Key, Order, Page, Query, SortKeys, Store,
-    StoreError, Transaction, TxOp, Update, Write, check_transaction,
+    ChangeFeed, Condition, FailedCondition, Item, Key, Order, Page, Query, SortKeys, Store, StoreError, Transaction,
+    TxOp, Update, Write, check_transaction,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -45,13 +44,22 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
         .build_https()
 }
 
-/// The SDK configuration LiveSync uses everywhere: region, credentials and endpoint from the
-/// standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`, ...), and [`http_client`].
-pub async fn sdk_config() -> aws_config::SdkConfig {
+/// An SDK configuration for a local emulator (moto, DynamoDB Local): every service at
+/// `endpoint`, region us-east-1, placeholder credentials.
+pub async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "emulator"))
+        .endpoint_url(endpoint)
         .http_client(http_client())
         .load()
         .await
+}
+
+/// The SDK configuration LiveSync uses everywhere: region, credentials and endpoint from the
+/// standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`, ...), and [`http_client`].
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()).load().await
 }
 
 #[derive(Clone, Debug)]
@@ -107,11 +115,7 @@ fn expression(condition: &Condition) -> Expression {
             Some("#c = :c".to_owned())
         }
     };
-    Expression {
-        text,
-        names,
-        values,
-    }
+    Expression { text, names, values }
 }
 
 fn empty_to_none<K, V>(map: HashMap<K, V>) -> Option<HashMap<K, V>> {
@@ -156,27 +160,18 @@ impl Store for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(Write::Done),
-            Err(SdkError::ServiceError(error))
-                if error.err().is_conditional_check_failed_exception() =>
-            {
+            Err(SdkError::ServiceError(error)) if error.err().is_conditional_check_failed_exception() => {
                 let item = match error.err() {
                     aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => e.item(),
                     _ => None,
                 };
-                Ok(Write::Conflict {
-                    current: current(item)?,
-                })
+                Ok(Write::Conflict { current: current(item)? })
             }
             Err(error) => Err(unavailable(error)),
         }
     }
 
-    async fn update(
-        &self,
-        key: &Key,
-        update: Update,
-        condition: Condition,
-    ) -> Result<Write, StoreError> {
+    async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Write, StoreError> {
         let mut expression = expression(&condition);
         let mut clauses = Vec::new();
         let sets: Vec<String> = update
@@ -185,9 +180,7 @@ impl Store for DynamoStore {
             .enumerate()
             .map(|(i, (name, value))| {
                 expression.names.insert(format!("#s{i}"), name.clone());
-                expression
-                    .values
-                    .insert(format!(":s{i}"), attrs::to_attribute(value));
+                expression.values.insert(format!(":s{i}"), attrs::to_attribute(value));
                 format!("#s{i} = :s{i}")
             })
             .collect();
@@ -211,11 +204,7 @@ impl Store for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_attributes(key)))
-            .set_update_expression(if clauses.is_empty() {
-                None
-            } else {
-                Some(clauses.join(" "))
-            })
+            .set_update_expression(if clauses.is_empty() { None } else { Some(clauses.join(" ")) })
             .set_condition_expression(expression.text)
             .set_expression_attribute_names(empty_to_none(expression.names))
             .set_expression_attribute_values(empty_to_none(expression.values))
@@ -224,18 +213,14 @@ impl Store for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(Write::Done),
-            Err(SdkError::ServiceError(error))
-                if error.err().is_conditional_check_failed_exception() =>
-            {
+            Err(SdkError::ServiceError(error)) if error.err().is_conditional_check_failed_exception() => {
                 let item = match error.err() {
                     aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(e) => {
                         e.item()
                     }
                     _ => None,
                 };
-                Ok(Write::Conflict {
-                    current: current(item)?,
-                })
+                Ok(Write::Conflict { current: current(item)? })
             }
             Err(error) => Err(unavailable(error)),
         }
@@ -256,18 +241,14 @@ impl Store for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(Write::Done),
-            Err(SdkError::ServiceError(error))
-                if error.err().is_conditional_check_failed_exception() =>
-            {
+            Err(SdkError::ServiceError(error)) if error.err().is_conditional_check_failed_exception() => {
                 let item = match error.err() {
                     aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(e) => {
                         e.item()
                     }
                     _ => None,
                 };
-                Ok(Write::Conflict {
-                    current: current(item)?,
-                })
+                Ok(Write::Conflict { current: current(item)? })
             }
             Err(error) => Err(unavailable(error)),
         }
@@ -275,18 +256,10 @@ impl Store for DynamoStore {
 
     async fn transact(&self, ops: Vec<TxOp>) -> Result<Transaction, StoreError> {
         check_transaction(&ops)?;
-        let items = ops
-            .iter()
-            .map(|op| self.transact_item(op))
-            .collect::<Result<Vec<_>, _>>()?;
+        let items = ops.iter().map(|op| self.transact_item(op)).collect::<Result<Vec<_>, _>>()?;
         let mut attempt = 0;
         loop {
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
+            let result = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
             let error = match result {
                 Ok(_) => return Ok(Transaction::Committed),
                 Err(error) => error,
@@ -302,10 +275,9 @@ impl Store for DynamoStore {
             let mut contended = false;
             for (index, reason) in reasons.iter().enumerate() {
                 match reason.code() {
-                    Some("ConditionalCheckFailed") => failed.push(FailedCondition {
-                        index,
-                        current: current(reason.item())?,
-                    }),
+                    Some("ConditionalCheckFailed") => {
+                        failed.push(FailedCondition { index, current: current(reason.item())? })
+                    }
                     // Another transaction held the item: nothing is known about the condition.
                     Some("TransactionConflict") => contended = true,
                     _ => {}
@@ -337,10 +309,7 @@ impl Store for DynamoStore {
                 "pk = :pk AND sk BETWEEN :low AND :high".to_owned()
             }
         };
-        let start = query
-            .after
-            .as_ref()
-            .map(|sk| key_attributes(&Key::new(query.pk.clone(), sk.clone())));
+        let start = query.after.as_ref().map(|sk| key_attributes(&Key::new(query.pk.clone(), sk.clone())));
         // One past the limit tells whether more follow.
         let limit = i32::try_from(query.limit.saturating_add(1)).unwrap_or(i32::MAX);
         let output = self
@@ -356,11 +325,7 @@ impl Store for DynamoStore {
             .send()
             .await
             .map_err(unavailable)?;
-        let mut items = output
-            .items()
-            .iter()
-            .map(item_from_attributes)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = output.items().iter().map(item_from_attributes).collect::<Result<Vec<_>, _>>()?;
         // DynamoDB also stops at 1 MB with a LastEvaluatedKey: more may follow then too.
         let more = items.len() > query.limit || output.last_evaluated_key().is_some();
         items.truncate(query.limit);
@@ -368,9 +333,7 @@ impl Store for DynamoStore {
     }
 
     async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError> {
-        Ok(Box::new(
-            feed::StreamFeed::latest(&self.client, self.streams.clone(), &self.table).await?,
-        ))
+        Ok(Box::new(feed::StreamFeed::latest(&self.client, self.streams.clone(), &self.table).await?))
     }
 }
 
@@ -404,9 +367,7 @@ impl DynamoStore {
             ),
             TxOp::Check { key, .. } => {
                 let Some(text) = expression.text else {
-                    return Err(StoreError::Invalid(
-                        "a check step needs a condition".to_owned(),
-                    ));
+                    return Err(StoreError::Invalid("a check step needs a condition".to_owned()));
                 };
                 TransactWriteItem::builder().condition_check(
                     ConditionCheck::builder()

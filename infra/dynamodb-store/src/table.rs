@@ -3,8 +3,8 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
-    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
 };
 use livesync_core::store::{StoreError, TTL_ATTRIBUTE};
 use std::time::Duration;
@@ -28,10 +28,7 @@ fn invalid(error: aws_sdk_dynamodb::error::BuildError) -> StoreError {
 pub async fn create_table(client: &Client, table: &str) -> Result<TableSpec, StoreError> {
     match client.describe_table().table_name(table).send().await {
         Ok(_) => return Ok(TableSpec::AlreadyThere),
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {}
         Err(error) => return Err(unavailable(error)),
     }
     let attribute = |name: &str| {
@@ -41,13 +38,8 @@ pub async fn create_table(client: &Client, table: &str) -> Result<TableSpec, Sto
             .build()
             .map_err(invalid)
     };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .map_err(invalid)
-    };
+    let key =
+        |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(invalid);
     client
         .create_table()
         .table_name(table)
@@ -67,12 +59,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<TableSpec, Sto
         .await
         .map_err(unavailable)?;
     for _ in 0..600 {
-        let description = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(unavailable)?;
+        let description = client.describe_table().table_name(table).send().await.map_err(unavailable)?;
         if description.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
             break;
         }
@@ -82,11 +69,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<TableSpec, Sto
         .update_time_to_live()
         .table_name(table)
         .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .attribute_name(TTL_ATTRIBUTE)
-                .enabled(true)
-                .build()
-                .map_err(invalid)?,
+            TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build().map_err(invalid)?,
         )
         .send()
         .await

@@ -18,36 +18,20 @@ impl StoreFixture for Fixture {
     }
 }
 
-pub async fn moto_config() -> aws_config::SdkConfig {
+async fn moto_config() -> aws_config::SdkConfig {
     let endpoint = std::env::var("LIVESYNC_MOTO_ENDPOINT").expect(
         "LIVESYNC_MOTO_ENDPOINT is not set: run scripts/test, which starts moto_server, \
          or start one yourself and point this variable at it (e.g. http://127.0.0.1:5005)",
     );
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "testing", "testing", None, None, "moto",
-        ))
-        .endpoint_url(endpoint)
-        .http_client(livesync_dynamodb::http_client())
-        .load()
-        .await
+    livesync_dynamodb::emulator_config(&endpoint).await
 }
 
 async fn fresh_table() -> Fixture {
     static TABLES: AtomicU32 = AtomicU32::new(0);
     let config = moto_config().await;
-    let table = format!(
-        "conformance-{}-{}",
-        std::process::id(),
-        TABLES.fetch_add(1, Ordering::Relaxed)
-    );
-    create_table(&aws_sdk_dynamodb::Client::new(&config), &table)
-        .await
-        .unwrap();
-    Fixture {
-        store: Arc::new(DynamoStore::new(&config, table)),
-    }
+    let table = format!("conformance-{}-{}", std::process::id(), TABLES.fetch_add(1, Ordering::Relaxed));
+    create_table(&aws_sdk_dynamodb::Client::new(&config), &table).await.unwrap();
+    Fixture { store: Arc::new(DynamoStore::new(&config, table)) }
 }
 
 livesync_core::store_conformance_tests!(fresh_table);

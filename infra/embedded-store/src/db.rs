@@ -3,8 +3,8 @@
 
 use crate::{Answer, FeedCursors, Job};
 use livesync_core::store::{
-    Attrs, Change, ChangeKind, Condition, FailedCondition, Item, Key, Order, Page, Query, SortKeys,
-    StoreError, Transaction, TxOp, Update, Write,
+    Attrs, Change, ChangeKind, Condition, FailedCondition, Item, Key, Order, Page, Query, SortKeys, StoreError,
+    Transaction, TxOp, Update, Write,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
@@ -41,13 +41,9 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     // WAL with synchronous=FULL: a commit returns only once its log is on disk, so an
     // acknowledged write survives a crash of the process or of the machine.
     connection
-        .execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
-        )
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
         .map_err(unavailable)?;
-    let version: i64 = connection
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(unavailable)?;
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(unavailable)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::Invalid(format!(
             "{} was written by a newer LiveSync (schema {version}, this one knows {SCHEMA_VERSION})",
@@ -55,31 +51,22 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         )));
     }
     connection.execute_batch(SCHEMA).map_err(unavailable)?;
-    connection
-        .pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(unavailable)?;
+    connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(unavailable)?;
     Ok(connection)
 }
 
 /// A second connection for reads only; opened after [`open`] has set up the file.
 pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let flags =
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags).map_err(unavailable)?;
-    connection
-        .execute_batch("PRAGMA busy_timeout = 5000;")
-        .map_err(unavailable)?;
+    connection.execute_batch("PRAGMA busy_timeout = 5000;").map_err(unavailable)?;
     Ok(connection)
 }
 
 pub fn last_change(connection: &Connection) -> Result<i64, StoreError> {
     // The AUTOINCREMENT high-water mark survives pruning; max(id) would not.
     connection
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'changes'",
-            [],
-            |row| row.get(0),
-        )
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'changes'", [], |row| row.get(0))
         .optional()
         .map(Option::unwrap_or_default)
         .map_err(unavailable)
@@ -91,15 +78,10 @@ pub fn last_change(connection: &Connection) -> Result<i64, StoreError> {
 pub fn run_batch(connection: &mut Connection, batch: Vec<Job>, committed: impl FnOnce(i64)) {
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
     let outcome = (|| {
-        let mut tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(unavailable)?;
+        let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
         for job in batch {
             let mut savepoint = tx.savepoint().map_err(unavailable)?;
-            let mut db = Db {
-                sql: &savepoint,
-                failed: false,
-            };
+            let mut db = Db { sql: &savepoint, failed: false };
             let answer = job(&mut db);
             // A job that hit an SQL error leaves nothing behind; the others still commit.
             if db.failed {
@@ -146,10 +128,8 @@ fn encode(attrs: &Attrs) -> String {
 }
 
 fn decode(key: &Key, text: &str) -> Result<Attrs, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Malformed {
-        key: key.clone(),
-        reason: format!("attributes are not readable: {e}"),
-    })
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Malformed { key: key.clone(), reason: format!("attributes are not readable: {e}") })
 }
 
 /// The smallest string above every string that starts with `prefix`, if there is one.
@@ -179,21 +159,11 @@ impl<'a> Db<'a> {
     }
 
     pub fn get(&mut self, key: &Key) -> Result<Option<Item>, StoreError> {
-        let row = self.check(
-            self.sql
-                .prepare_cached("SELECT attrs FROM items WHERE pk = ?1 AND sk = ?2")
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![key.pk, key.sk], |row| row.get::<_, String>(0))
-                        .optional()
-                }),
-        )?;
-        row.map(|text| {
-            Ok(Item {
-                key: key.clone(),
-                attrs: decode(key, &text)?,
-            })
-        })
-        .transpose()
+        let row =
+            self.check(self.sql.prepare_cached("SELECT attrs FROM items WHERE pk = ?1 AND sk = ?2").and_then(
+                |mut stmt| stmt.query_row(params![key.pk, key.sk], |row| row.get::<_, String>(0)).optional(),
+            ))?;
+        row.map(|text| Ok(Item { key: key.clone(), attrs: decode(key, &text)? })).transpose()
     }
 
     pub fn put(&mut self, item: Item, condition: &Condition) -> Result<Write, StoreError> {
@@ -205,12 +175,7 @@ impl<'a> Db<'a> {
         Ok(Write::Done)
     }
 
-    pub fn update(
-        &mut self,
-        key: &Key,
-        update: &Update,
-        condition: &Condition,
-    ) -> Result<Write, StoreError> {
+    pub fn update(&mut self, key: &Key, update: &Update, condition: &Condition) -> Result<Write, StoreError> {
         let current = self.get(key)?;
         if !condition.holds(current.as_ref()) {
             return Ok(Write::Conflict { current });
@@ -237,10 +202,7 @@ impl<'a> Db<'a> {
         for (index, op) in ops.iter().enumerate() {
             let current = self.get(op.key())?;
             if !op.condition().holds(current.as_ref()) {
-                failed.push(FailedCondition {
-                    index,
-                    current: current.clone(),
-                });
+                failed.push(FailedCondition { index, current: current.clone() });
             }
             currents.push(current);
         }
@@ -261,24 +223,11 @@ impl<'a> Db<'a> {
         let attrs = encode(&item.attrs);
         let result = self
             .sql
-            .prepare_cached(
-                "INSERT OR REPLACE INTO items (pk, sk, attrs, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![item.key.pk, item.key.sk, attrs, item.expires_at()])
-            });
+            .prepare_cached("INSERT OR REPLACE INTO items (pk, sk, attrs, expires_at) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut stmt| stmt.execute(params![item.key.pk, item.key.sk, attrs, item.expires_at()]));
         self.check(result)?;
-        let kind = if old.is_some() {
-            ChangeKind::Modify
-        } else {
-            ChangeKind::Insert
-        };
-        self.log(
-            kind,
-            &item.key,
-            Some(&attrs),
-            old.as_ref().map(|o| encode(&o.attrs)).as_deref(),
-        )
+        let kind = if old.is_some() { ChangeKind::Modify } else { ChangeKind::Insert };
+        self.log(kind, &item.key, Some(&attrs), old.as_ref().map(|o| encode(&o.attrs)).as_deref())
     }
 
     fn remove(&mut self, old: Item) -> Result<(), StoreError> {
@@ -287,21 +236,10 @@ impl<'a> Db<'a> {
             .prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")
             .and_then(|mut stmt| stmt.execute(params![old.key.pk, old.key.sk]));
         self.check(result)?;
-        self.log(
-            ChangeKind::Remove,
-            &old.key,
-            None,
-            Some(&encode(&old.attrs)),
-        )
+        self.log(ChangeKind::Remove, &old.key, None, Some(&encode(&old.attrs)))
     }
 
-    fn log(
-        &mut self,
-        kind: ChangeKind,
-        key: &Key,
-        new: Option<&str>,
-        old: Option<&str>,
-    ) -> Result<(), StoreError> {
+    fn log(&mut self, kind: ChangeKind, key: &Key, new: Option<&str>, old: Option<&str>) -> Result<(), StoreError> {
         let kind = match kind {
             ChangeKind::Insert => 0,
             ChangeKind::Modify => 1,
@@ -334,18 +272,10 @@ impl<'a> Db<'a> {
             }
         }
         if let Some(after) = &query.after {
-            sql.push_str(if query.order == Order::Ascending {
-                " AND sk > ?"
-            } else {
-                " AND sk < ?"
-            });
+            sql.push_str(if query.order == Order::Ascending { " AND sk > ?" } else { " AND sk < ?" });
             args.push(after.clone());
         }
-        sql.push_str(if query.order == Order::Ascending {
-            " ORDER BY sk ASC"
-        } else {
-            " ORDER BY sk DESC"
-        });
+        sql.push_str(if query.order == Order::Ascending { " ORDER BY sk ASC" } else { " ORDER BY sk DESC" });
         // One row past the limit tells whether more follow.
         sql.push_str(&format!(" LIMIT {}", query.limit.saturating_add(1)));
         let rows = self.check(self.sql.prepare_cached(&sql).and_then(|mut stmt| {
@@ -360,23 +290,18 @@ impl<'a> Db<'a> {
             .take(query.limit)
             .map(|(sk, attrs)| {
                 let key = Key::new(query.pk.clone(), sk);
-                Ok(Item {
-                    attrs: decode(&key, &attrs)?,
-                    key,
-                })
+                Ok(Item { attrs: decode(&key, &attrs)?, key })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Page { items, more })
     }
 
-    pub fn changes_after(
-        &mut self,
-        cursor: i64,
-        max: usize,
-    ) -> Result<Vec<(i64, Change)>, StoreError> {
+    pub fn changes_after(&mut self, cursor: i64, max: usize) -> Result<Vec<(i64, Change)>, StoreError> {
         let rows = self.check(
             self.sql
-                .prepare_cached("SELECT id, kind, pk, sk, new_attrs, old_attrs FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .prepare_cached(
+                    "SELECT id, kind, pk, sk, new_attrs, old_attrs FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
                 .and_then(|mut stmt| {
                     stmt.query_map(params![cursor, max as i64], |row| {
                         Ok((
@@ -395,48 +320,30 @@ impl<'a> Db<'a> {
             .map(|(id, kind, pk, sk, new, old)| {
                 let key = Key::new(pk, sk);
                 let image = |text: Option<String>| -> Result<Option<Item>, StoreError> {
-                    text.map(|text| {
-                        Ok(Item {
-                            attrs: decode(&key, &text)?,
-                            key: key.clone(),
-                        })
-                    })
-                    .transpose()
+                    text.map(|text| Ok(Item { attrs: decode(&key, &text)?, key: key.clone() })).transpose()
                 };
                 let kind = match kind {
                     0 => ChangeKind::Insert,
                     1 => ChangeKind::Modify,
                     _ => ChangeKind::Remove,
                 };
-                Ok((
-                    id,
-                    Change {
-                        kind,
-                        new: image(new)?,
-                        old: image(old)?,
-                        key,
-                    },
-                ))
+                Ok((id, Change { kind, new: image(new)?, old: image(old)?, key }))
             })
             .collect()
     }
 
     /// Deletes expired items (logging each removal) and the change-log entries every open feed
     /// has read; with no feed open, every entry up to `committed`, the last id committed.
-    pub fn sweep(
-        &mut self,
-        feeds: &FeedCursors,
-        committed: i64,
-    ) -> Result<SweepReport, StoreError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+    pub fn sweep(&mut self, feeds: &FeedCursors, committed: i64) -> Result<SweepReport, StoreError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let expired = self.check(
             self.sql
                 .prepare_cached("SELECT pk, sk, attrs FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?1")
                 .and_then(|mut stmt| {
-                    stmt.query_map(params![now], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?
-                        .collect::<rusqlite::Result<Vec<_>>>()
+                    stmt.query_map(params![now], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
                 }),
         )?;
         let expired_items = expired.len();
@@ -457,14 +364,9 @@ impl<'a> Db<'a> {
                 .map(|cursor| cursor.load(Ordering::Acquire))
                 .fold(committed, i64::min)
         };
-        let pruned = self
-            .sql
-            .execute("DELETE FROM changes WHERE id <= ?1", params![bound]);
+        let pruned = self.sql.execute("DELETE FROM changes WHERE id <= ?1", params![bound]);
         let pruned_changes = self.check(pruned)?;
-        Ok(SweepReport {
-            expired_items,
-            pruned_changes,
-        })
+        Ok(SweepReport { expired_items, pruned_changes })
     }
 }
 

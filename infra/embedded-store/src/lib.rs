@@ -21,8 +21,8 @@ mod db;
 
 use async_trait::async_trait;
 use livesync_core::store::{
-    Change, ChangeFeed, Condition, Item, Key, Page, Query, Store, StoreError, Transaction, TxOp,
-    Update, Write, check_transaction,
+    Change, ChangeFeed, Condition, Item, Key, Page, Query, Store, StoreError, Transaction, TxOp, Update, Write,
+    check_transaction,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -46,9 +46,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            sweep_every: Duration::from_secs(60),
-        }
+        Options { sweep_every: Duration::from_secs(60) }
     }
 }
 
@@ -95,13 +93,7 @@ impl EmbeddedStore {
             .name("livesync-store".into())
             .spawn(move || store_thread(connection, inbox, committed_tx, thread_feeds, options))
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        Ok(EmbeddedStore {
-            jobs,
-            reads,
-            committed,
-            feeds,
-            path,
-        })
+        Ok(EmbeddedStore { jobs, reads, committed, feeds, path })
     }
 
     /// The SQLite file.
@@ -126,9 +118,7 @@ impl EmbeddedStore {
             Box::new(move |commit: Result<(), &StoreError>| {
                 let outcome = match commit {
                     Ok(()) => result,
-                    Err(error) => Err(StoreError::Unavailable(
-                        format!("commit failed: {error}").into(),
-                    )),
+                    Err(error) => Err(StoreError::Unavailable(format!("commit failed: {error}").into())),
                 };
                 let _ = reply.send(outcome);
             })
@@ -157,9 +147,7 @@ fn reader_thread(connection: rusqlite::Connection, inbox: mpsc::Receiver<Read>) 
 }
 
 fn stopped() -> StoreError {
-    StoreError::Unavailable(
-        "the store did not answer: it has stopped, or its commit failed (see its log)".into(),
-    )
+    StoreError::Unavailable("the store did not answer: it has stopped, or its commit failed (see its log)".into())
 }
 
 fn store_thread(
@@ -216,15 +204,9 @@ impl Store for EmbeddedStore {
         self.run(move |db| db.put(item, &condition)).await
     }
 
-    async fn update(
-        &self,
-        key: &Key,
-        update: Update,
-        condition: Condition,
-    ) -> Result<Write, StoreError> {
+    async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Write, StoreError> {
         let key = key.clone();
-        self.run(move |db| db.update(&key, &update, &condition))
-            .await
+        self.run(move |db| db.update(&key, &update, &condition)).await
     }
 
     async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError> {
@@ -249,11 +231,7 @@ impl Store for EmbeddedStore {
         let cursor = Arc::new(AtomicI64::new(*self.committed.borrow()));
         feeds.push(Arc::downgrade(&cursor));
         drop(feeds);
-        Ok(Box::new(Feed {
-            store: self.clone(),
-            cursor,
-            committed: self.committed.clone(),
-        }))
+        Ok(Box::new(Feed { store: self.clone(), cursor, committed: self.committed.clone() }))
     }
 }
 
@@ -270,10 +248,7 @@ impl ChangeFeed for Feed {
             let cursor = self.cursor.load(Ordering::Acquire);
             if *self.committed.borrow_and_update() > cursor {
                 let max = max.max(1);
-                let changes = self
-                    .store
-                    .read(move |db| db.changes_after(cursor, max))
-                    .await?;
+                let changes = self.store.read(move |db| db.changes_after(cursor, max)).await?;
                 if let Some((last, _)) = changes.last() {
                     self.cursor.store(*last, Ordering::Release);
                     return Ok(changes.into_iter().map(|(_, change)| change).collect());

@@ -22,22 +22,18 @@ pub fn select_route(body: &str) -> &'static str {
     struct Selector {
         action: Option<serde_json::Value>,
     }
-    let action = serde_json::from_str::<Selector>(body)
-        .ok()
-        .and_then(|s| s.action);
+    let action = serde_json::from_str::<Selector>(body).ok().and_then(|s| s.action);
     match action {
-        Some(serde_json::Value::String(action)) => ACTION_ROUTES
-            .iter()
-            .copied()
-            .find(|route| *route == action)
-            .unwrap_or(DEFAULT_ROUTE),
+        Some(serde_json::Value::String(action)) => {
+            ACTION_ROUTES.iter().copied().find(|route| *route == action).unwrap_or(DEFAULT_ROUTE)
+        }
         _ => DEFAULT_ROUTE,
     }
 }
 
 /// An id in API Gateway's style (base64 of random bytes, as in `CpbWUd2JDoECJ5w=`).
 pub fn new_id() -> String {
-    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 11]>())
+    base64::engine::general_purpose::URL_SAFE.encode(rand::random::<[u8; 11]>())
 }
 
 /// The stage-level facts every event repeats.
@@ -58,19 +54,12 @@ pub struct Peer {
 }
 
 impl Stage {
-    pub fn connect_event(
-        &self,
-        peer: &Peer,
-        headers: &HeaderMap,
-        now_ms: i64,
-    ) -> ApiGatewayWebsocketProxyRequest {
+    pub fn connect_event(&self, peer: &Peer, headers: &HeaderMap, now_ms: i64) -> ApiGatewayWebsocketProxyRequest {
         let mut event = self.event(peer, "$connect", "CONNECT", now_ms);
         let mut headers = headers.clone();
-        for (name, value) in [
-            ("x-forwarded-for", peer.source_ip.as_str()),
-            ("x-forwarded-port", "443"),
-            ("x-forwarded-proto", "https"),
-        ] {
+        for (name, value) in
+            [("x-forwarded-for", peer.source_ip.as_str()), ("x-forwarded-port", "443"), ("x-forwarded-proto", "https")]
+        {
             if let Ok(value) = HeaderValue::from_str(value) {
                 headers.insert(name, value);
             }
@@ -87,11 +76,7 @@ impl Stage {
         is_base64_encoded: bool,
         now_ms: i64,
     ) -> ApiGatewayWebsocketProxyRequest {
-        let route = if is_base64_encoded {
-            DEFAULT_ROUTE
-        } else {
-            select_route(&body)
-        };
+        let route = if is_base64_encoded { DEFAULT_ROUTE } else { select_route(&body) };
         let mut event = self.event(peer, route, "MESSAGE", now_ms);
         event.request_context.message_id = Some(new_id());
         event.body = Some(body);
@@ -112,13 +97,7 @@ impl Stage {
         event
     }
 
-    fn event(
-        &self,
-        peer: &Peer,
-        route: &str,
-        event_type: &str,
-        now_ms: i64,
-    ) -> ApiGatewayWebsocketProxyRequest {
+    fn event(&self, peer: &Peer, route: &str, event_type: &str, now_ms: i64) -> ApiGatewayWebsocketProxyRequest {
         let request_id = new_id();
         let mut event = ApiGatewayWebsocketProxyRequest::default();
         let context = &mut event.request_context;
@@ -148,17 +127,14 @@ pub fn source_ip(addr: &SocketAddr) -> String {
 
 /// API Gateway's `requestTime` format: `24/Nov/2026:05:32:22 +0000`.
 fn request_time(epoch_ms: i64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let secs = epoch_ms.div_euclid(1000);
     let (days, time) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -179,10 +155,7 @@ mod tests {
 
     #[test]
     fn a_frame_goes_to_the_route_its_action_names_or_to_default() {
-        assert_eq!(
-            select_route(r#"{"action":"publish","room":"a"}"#),
-            "publish"
-        );
+        assert_eq!(select_route(r#"{"action":"publish","room":"a"}"#), "publish");
         assert_eq!(select_route(r#"{"room":"a","action":"join"}"#), "join");
         assert_eq!(select_route(r#"{"action":"dance"}"#), "$default");
         assert_eq!(select_route(r#"{"action":7}"#), "$default");
@@ -194,14 +167,8 @@ mod tests {
     #[test]
     fn request_time_is_written_as_api_gateway_writes_it() {
         assert_eq!(request_time(0), "01/Jan/1970:00:00:00 +0000");
-        assert_eq!(
-            request_time(1_707_503_008_941),
-            "09/Feb/2024:18:23:28 +0000"
-        );
-        assert_eq!(
-            request_time(1_795_498_342_118),
-            "24/Nov/2026:05:32:22 +0000"
-        );
+        assert_eq!(request_time(1_707_503_008_941), "09/Feb/2024:18:23:28 +0000");
+        assert_eq!(request_time(1_795_498_342_118), "24/Nov/2026:05:32:22 +0000");
         assert_eq!(request_time(951_782_400_000), "29/Feb/2000:00:00:00 +0000");
     }
 
@@ -214,17 +181,9 @@ mod tests {
 
     #[test]
     fn a_built_event_reads_back_as_a_real_one_does() {
-        let stage = Stage {
-            api_id: "local".into(),
-            stage: "local".into(),
-            domain_name: "127.0.0.1:3001".into(),
-        };
-        let peer = Peer {
-            connection_id: "c1".into(),
-            connected_at_ms: 1,
-            source_ip: "127.0.0.1".into(),
-            user_agent: None,
-        };
+        let stage = Stage { api_id: "local".into(), stage: "local".into(), domain_name: "127.0.0.1:3001".into() };
+        let peer =
+            Peer { connection_id: "c1".into(), connected_at_ms: 1, source_ip: "127.0.0.1".into(), user_agent: None };
         let event = stage.message_event(&peer, r#"{"action":"ping"}"#.into(), false, 2);
         let json = serde_json::to_value(&event).unwrap();
         let context = &json["requestContext"];

@@ -7,10 +7,12 @@
 //!
 //! * [`gateway`]: route selection and API Gateway event building.
 //! * [`connections`]: live sockets, and the local PostToConnection.
-//! * [`socket`]: one client's socket from upgrade to close.
+//! * `socket`: one client's socket from upgrade to close.
+//! * `management`: the connection management API (`/@connections/{id}`), for PostToConnection.
 
 pub mod connections;
 pub mod gateway;
+mod management;
 mod socket;
 
 use axum::Router;
@@ -48,11 +50,7 @@ pub const FANOUT_BATCH: usize = 100;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "livesync",
-    version,
-    about = "LiveSync local runner: the LiveSync WebSocket API on localhost"
-)]
+#[command(name = "livesync", version, about = "LiveSync local runner: the LiveSync WebSocket API on localhost")]
 pub struct Config {
     /// Address to listen on (use port 0 for any free port).
     #[arg(long, env = "LIVESYNC_LISTEN", default_value = "127.0.0.1:3001")]
@@ -89,10 +87,7 @@ pub enum RunnerError {
     #[error("cannot open the store in {dir}")]
     Store { dir: PathBuf, source: StoreError },
     #[error("cannot listen on {addr}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error("the server failed")]
     Serve(#[source] std::io::Error),
     #[error("the runner's task crashed")]
@@ -120,26 +115,14 @@ pub struct Runner {
 
 impl Runner {
     pub async fn start(config: Config) -> Result<Runner, RunnerError> {
-        let store_error = |source| RunnerError::Store {
-            dir: config.data_dir.clone(),
-            source,
-        };
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(&config.data_dir, Options::default()).map_err(store_error)?,
-        );
+        let store_error = |source| RunnerError::Store { dir: config.data_dir.clone(), source };
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&config.data_dir, Options::default()).map_err(store_error)?);
         let feed = store.change_feed().await.map_err(store_error)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| RunnerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| RunnerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+            .map_err(|source| RunnerError::Listen { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| RunnerError::Listen { addr: config.listen, source })?;
 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let connections = Arc::new(Connections::default());
@@ -161,36 +144,27 @@ impl Runner {
         let open_sockets = connections.clone();
         let fanout_task = tokio::spawn(run_fanout(feed, fanout, stopping.clone()));
 
-        let router = Router::new().route("/", get(upgrade)).with_state(app);
+        let connection_api = axum::routing::post(management::post).get(management::get).delete(management::delete);
+        let router = Router::new()
+            .route("/", get(upgrade))
+            .route("/@connections/{connection}", connection_api.clone())
+            .route("/{stage}/@connections/{connection}", connection_api)
+            .with_state(app);
         let mut server_stopping = stopping.clone();
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stopped(&mut server_stopping).await });
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { stopped(&mut server_stopping).await });
         let task = tokio::spawn(async move {
             server.await.map_err(RunnerError::Serve)?;
             // Upgraded sockets outlive the HTTP server: they close on the same signal and run
             // `$disconnect`; wait for them so their store writes finish before we return.
-            if tokio::time::timeout(CLOSE_GRACE, connections.closed())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    open = connections.len(),
-                    "sockets still open after the grace period"
-                );
+            if tokio::time::timeout(CLOSE_GRACE, connections.closed()).await.is_err() {
+                tracing::warn!(open = connections.len(), "sockets still open after the grace period");
             }
             let _ = fanout_task.await;
             Ok(())
         });
         tracing::info!(%local_addr, "listening");
-        Ok(Runner {
-            local_addr,
-            connections: open_sockets,
-            stop,
-            task,
-        })
+        Ok(Runner { local_addr, connections: open_sockets, stop, task })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -226,19 +200,14 @@ async fn upgrade(
         connection_id: gateway::new_id(),
         connected_at_ms: now,
         source_ip: gateway::source_ip(&remote),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
     // As on API Gateway, `$connect` runs before the upgrade completes and can refuse it.
     let event = app.stage.connect_event(&peer, &headers, now);
     match livesync_handlers::connect(&app.engine, event).await {
         Ok(response) if (200..300).contains(&response.status_code) => {}
         Ok(response) => {
-            return StatusCode::from_u16(response.status_code as u16)
-                .unwrap_or(StatusCode::FORBIDDEN)
-                .into_response();
+            return StatusCode::from_u16(response.status_code as u16).unwrap_or(StatusCode::FORBIDDEN).into_response();
         }
         Err(error) => {
             tracing::error!(connection = peer.connection_id, error = %Chain(&error), "$connect failed");
@@ -256,21 +225,14 @@ async fn upgrade(
         .on_failed_upgrade(move |error| {
             tracing::info!(connection = failed_peer.connection_id, %error, "upgrade failed");
             tokio::spawn(async move {
-                let _ = failed_app
-                    .engine
-                    .disconnect(&failed_peer.connection_id)
-                    .await;
+                let _ = failed_app.engine.disconnect(&failed_peer.connection_id).await;
             });
         })
         .on_upgrade(move |socket| socket::serve(app, socket, peer))
 }
 
 /// The local event source mapping: change feed -> fanout, batch after batch, in order.
-async fn run_fanout(
-    mut feed: Box<dyn ChangeFeed>,
-    fanout: Fanout,
-    mut stopping: watch::Receiver<bool>,
-) {
+async fn run_fanout(mut feed: Box<dyn ChangeFeed>, fanout: Fanout, mut stopping: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             batch = feed.next_batch(FANOUT_BATCH) => match batch {

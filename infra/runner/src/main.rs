@@ -17,11 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let config = Config::parse();
     let runner = Runner::start(config.clone()).await?;
-    eprintln!(
-        "LiveSync local runner on {} (data in {})",
-        runner.url(),
-        config.data_dir.display()
-    );
+    eprintln!("LiveSync local runner on {} (data in {})", runner.url(), config.data_dir.display());
     shutdown_signal().await;
     tracing::info!("shutting down");
     runner.shutdown().await?;
@@ -29,8 +25,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

@@ -7,6 +7,7 @@
 //! in order.
 
 use crate::App;
+use crate::connections::{ConnectionInfo, Registration};
 use crate::gateway::Peer;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -14,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use livesync_core::poster::Frame;
 use livesync_core::protocol::{ErrorCode, ServerFrame};
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use tokio::sync::{Notify, mpsc, watch};
 
 /// Why a socket ended: the close code and reason sent to the client (when it can still hear
@@ -27,53 +29,43 @@ struct Ending {
 
 impl Ending {
     fn by_server(code: u16, reason: &'static str) -> Self {
-        Ending {
-            code,
-            reason,
-            tell_client: true,
-        }
+        Ending { code, reason, tell_client: true }
     }
 
     fn by_client(code: u16, reason: &'static str) -> Self {
-        Ending {
-            code,
-            reason,
-            tell_client: false,
-        }
+        Ending { code, reason, tell_client: false }
     }
 
     /// Closed by the server in the middle of a write: no close frame can follow.
     fn abandoned(code: u16, reason: &'static str) -> Self {
-        Ending {
-            code,
-            reason,
-            tell_client: false,
-        }
+        Ending { code, reason, tell_client: false }
     }
 }
 
 pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
-    let registration = app
-        .connections
-        .register(&peer.connection_id, app.send_queue);
+    let info = ConnectionInfo {
+        connected_at_ms: peer.connected_at_ms,
+        last_active_ms: peer.connected_at_ms,
+        source_ip: peer.source_ip.clone(),
+        user_agent: peer.user_agent.clone(),
+    };
+    let Registration { outbox, too_slow, replies, close, last_active_ms } =
+        app.connections.register(&peer.connection_id, app.send_queue, info);
     let (mut sink, stream) = socket.split();
     let ending = tokio::select! {
-        ending = write_frames(&mut sink, registration.outbox, &registration.too_slow, app.stopping.clone()) => ending,
-        ending = read_frames(&app, stream, &peer, &registration.replies) => ending,
+        ending = write_frames(&mut sink, outbox, &too_slow, app.stopping.clone()) => ending,
+        ending = read_frames(&app, stream, &peer, &replies, &last_active_ms) => ending,
+        // DeleteConnection through the management API.
+        () = close.notified() => Ending::by_server(close_code::NORMAL, "Connection deleted"),
         // API Gateway closes every connection after 2 hours; the connection's items expire
         // soon after, so a socket must not outlive them.
         () = tokio::time::sleep(app.max_connection) => Ending::by_server(close_code::AWAY, "Going away"),
     };
     if ending.tell_client {
-        let close = CloseFrame {
-            code: ending.code,
-            reason: Utf8Bytes::from_static(ending.reason),
-        };
+        let close = CloseFrame { code: ending.code, reason: Utf8Bytes::from_static(ending.reason) };
         let _ = sink.send(Message::Close(Some(close))).await;
     }
-    let event =
-        app.stage
-            .disconnect_event(&peer, ending.code, ending.reason, app.clock.now_ms() as i64);
+    let event = app.stage.disconnect_event(&peer, ending.code, ending.reason, app.clock.now_ms() as i64);
     if let Err(error) = livesync_handlers::disconnect(&app.engine, event).await {
         tracing::error!(connection = peer.connection_id, %error, "$disconnect failed");
     }
@@ -86,24 +78,21 @@ async fn read_frames(
     mut stream: SplitStream<WebSocket>,
     peer: &Peer,
     replies: &mpsc::Sender<Frame>,
+    last_active_ms: &AtomicI64,
 ) -> Ending {
     while let Some(message) = stream.next().await {
+        last_active_ms.store(app.clock.now_ms() as i64, std::sync::atomic::Ordering::Relaxed);
         let (body, binary) = match message {
             Ok(Message::Text(text)) => (text.as_str().to_owned(), false),
             Ok(Message::Binary(bytes)) => {
                 use base64::Engine as _;
-                (
-                    base64::engine::general_purpose::STANDARD.encode(&bytes),
-                    true,
-                )
+                (base64::engine::general_purpose::STANDARD.encode(&bytes), true)
             }
             Ok(Message::Close(_)) => return Ending::by_client(close_code::NORMAL, "Client closed"),
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Err(error) => return read_failed(peer, error),
         };
-        let event = app
-            .stage
-            .message_event(peer, body, binary, app.clock.now_ms() as i64);
+        let event = app.stage.message_event(peer, body, binary, app.clock.now_ms() as i64);
         let reply = match livesync_handlers::message(&app.engine, event).await {
             Ok(response) => match response.body {
                 Some(aws_lambda_events::encodings::Body::Text(text)) => text,
@@ -111,12 +100,7 @@ async fn read_frames(
             },
             Err(error) => {
                 tracing::error!(connection = peer.connection_id, %error, "message handler failed");
-                ServerFrame::error(
-                    ErrorCode::Internal,
-                    "the server failed to handle this frame",
-                    None,
-                )
-                .to_json()
+                ServerFrame::error(ErrorCode::Internal, "the server failed to handle this frame", None).to_json()
             }
         };
         if replies.send(Frame::new(reply)).await.is_err() {
@@ -131,12 +115,7 @@ fn read_failed(peer: &Peer, error: axum::Error) -> Ending {
     let inner = error.into_inner();
     match inner.downcast_ref::<Error>() {
         Some(Error::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
-            tracing::info!(
-                connection = peer.connection_id,
-                size,
-                max_size,
-                "frame over the read limit"
-            );
+            tracing::info!(connection = peer.connection_id, size, max_size, "frame over the read limit");
             Ending::by_server(close_code::SIZE, "Message too big")
         }
         _ => {
@@ -178,10 +157,7 @@ async fn write_frames(
 }
 
 /// Writes the frames and flushes once: a burst costs one write to the socket.
-async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
-    batch: Vec<Frame>,
-) -> Result<(), axum::Error> {
+async fn write_batch(sink: &mut SplitSink<WebSocket, Message>, batch: Vec<Frame>) -> Result<(), axum::Error> {
     for frame in batch {
         let Ok(text) = Utf8Bytes::try_from(frame.bytes().clone()) else {
             continue;

@@ -19,10 +19,7 @@ fn start(data_dir: &std::path::Path) -> (Child, String) {
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let mut lines = stderr.lines();
     let url = loop {
-        let line = lines
-            .next()
-            .expect("the runner exited before announcing its address")
-            .unwrap();
+        let line = lines.next().expect("the runner exited before announcing its address").unwrap();
         if let Some(rest) = line.split("local runner on ").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
@@ -33,10 +30,7 @@ fn start(data_dir: &std::path::Path) -> (Child, String) {
 }
 
 fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
@@ -52,17 +46,12 @@ fn wait_for_exit(mut child: Child) -> std::process::ExitStatus {
 }
 
 async fn call(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     frame: Value,
 ) -> Value {
     socket.send(Message::text(frame.to_string())).await.unwrap();
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), socket.next())
-            .await
-            .unwrap()
-        {
+        match tokio::time::timeout(Duration::from_secs(30), socket.next()).await.unwrap() {
             Some(Ok(Message::Text(text))) => {
                 let reply: Value = serde_json::from_str(text.as_str()).unwrap();
                 if reply.get("ref") == frame.get("ref") {
@@ -81,43 +70,24 @@ async fn sigterm_stops_the_runner_cleanly_and_every_acknowledged_publish_survive
     let (child, url) = start(dir.path());
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     for n in 1..=20 {
-        let ack = call(
-            &mut socket,
-            json!({"action": "publish", "room": "r", "id": format!("m{n}"), "data": n, "ref": n}),
-        )
-        .await;
+        let ack =
+            call(&mut socket, json!({"action": "publish", "room": "r", "id": format!("m{n}"), "data": n, "ref": n}))
+                .await;
         assert_eq!(ack["seq"], n);
     }
 
     signal(&child, "TERM");
-    let close = tokio::time::timeout(Duration::from_secs(30), socket.next())
-        .await
-        .unwrap();
-    assert!(
-        matches!(close, Some(Ok(Message::Close(Some(ref frame)))) if u16::from(frame.code) == 1001),
-        "{close:?}"
-    );
+    let close = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.unwrap();
+    assert!(matches!(close, Some(Ok(Message::Close(Some(ref frame)))) if u16::from(frame.code) == 1001), "{close:?}");
     assert!(wait_for_exit(child).success(), "a clean exit");
 
     let (child, url) = start(dir.path());
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let history = call(
-        &mut socket,
-        json!({"action": "sync", "room": "r", "since": 0, "ref": "s"}),
-    )
-    .await;
-    let seqs: Vec<u64> = history["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let history = call(&mut socket, json!({"action": "sync", "room": "r", "since": 0, "ref": "s"})).await;
+    let seqs: Vec<u64> = history["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
-    let repeat = call(
-        &mut socket,
-        json!({"action": "publish", "room": "r", "id": "m7", "data": 7, "ref": "again"}),
-    )
-    .await;
+    let repeat =
+        call(&mut socket, json!({"action": "publish", "room": "r", "id": "m7", "data": 7, "ref": "again"})).await;
     assert_eq!(repeat["seq"], 7, "ids stay idempotent across the restart");
 
     signal(&child, "INT");

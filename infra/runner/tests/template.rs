@@ -22,32 +22,19 @@ fn the_runner_serves_exactly_the_routes_the_template_declares() {
     let template = template();
     let mut declared = values_of(&template, "RouteKey");
     declared.sort();
-    let mut served: Vec<&str> = ACTION_ROUTES
-        .iter()
-        .copied()
-        .chain(["$connect", "$disconnect", "$default"])
-        .collect();
+    let mut served: Vec<&str> = ACTION_ROUTES.iter().copied().chain(["$connect", "$disconnect", "$default"]).collect();
     served.sort();
     assert_eq!(declared, served);
 }
 
 #[test]
 fn routes_are_selected_by_the_action_field_as_the_runner_does() {
-    assert_eq!(
-        values_of(&template(), "RouteSelectionExpression"),
-        vec!["$request.body.action"]
-    );
+    assert_eq!(values_of(&template(), "RouteSelectionExpression"), vec!["$request.body.action"]);
 }
 
 #[test]
 fn the_table_expires_items_by_the_attribute_the_store_writes() {
     let template = template();
-    let ttl = template
-        .split("TimeToLiveSpecification:")
-        .nth(1)
-        .expect("a TTL specification");
-    assert_eq!(
-        values_of(ttl, "AttributeName").first(),
-        Some(&TTL_ATTRIBUTE)
-    );
+    let ttl = template.split("TimeToLiveSpecification:").nth(1).expect("a TTL specification");
+    assert_eq!(values_of(ttl, "AttributeName").first(), Some(&TTL_ATTRIBUTE));
 }

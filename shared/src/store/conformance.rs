@@ -72,10 +72,7 @@ fn item(pk: &str, sk: &str) -> Item {
 }
 
 async fn put(store: &dyn Store, item: Item) {
-    assert_eq!(
-        store.put(item, Condition::Always).await.unwrap(),
-        Write::Done
-    );
+    assert_eq!(store.put(item, Condition::Always).await.unwrap(), Write::Done);
 }
 
 fn sort_keys(page: &Page) -> Vec<&str> {
@@ -84,9 +81,7 @@ fn sort_keys(page: &Page) -> Vec<&str> {
 
 pub async fn a_put_item_is_read_back_whole(store: Arc<dyn Store>) {
     let store = store.as_ref();
-    let written = item("P#read", "a")
-        .with("s", Attr::S("ünïcødé \"quoted\"".into()))
-        .with("n", Attr::N(-42));
+    let written = item("P#read", "a").with("s", Attr::S("ünïcødé \"quoted\"".into())).with("n", Attr::N(-42));
     put(store, written.clone()).await;
     assert_eq!(store.get(&written.key).await.unwrap(), Some(written));
     assert_eq!(store.get(&Key::new("P#read", "b")).await.unwrap(), None);
@@ -95,140 +90,61 @@ pub async fn a_put_item_is_read_back_whole(store: Arc<dyn Store>) {
 pub async fn put_if_absent_conflicts_with_the_current_item(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let first = item("P#absent", "x").with("v", Attr::N(1));
-    assert_eq!(
-        store
-            .put(first.clone(), Condition::NotExists)
-            .await
-            .unwrap(),
-        Write::Done
-    );
+    assert_eq!(store.put(first.clone(), Condition::NotExists).await.unwrap(), Write::Done);
     let second = item("P#absent", "x").with("v", Attr::N(2));
     assert_eq!(
         store.put(second, Condition::NotExists).await.unwrap(),
-        Write::Conflict {
-            current: Some(first.clone())
-        }
+        Write::Conflict { current: Some(first.clone()) }
     );
     assert_eq!(store.get(&first.key).await.unwrap(), Some(first));
 }
 
 pub async fn a_versioned_put_succeeds_only_on_the_expected_version(store: Arc<dyn Store>) {
     let store = store.as_ref();
-    let v1 = item("P#version", "doc")
-        .with("version", Attr::N(1))
-        .with("body", Attr::S("one".into()));
+    let v1 = item("P#version", "doc").with("version", Attr::N(1)).with("body", Attr::S("one".into()));
     put(store, v1.clone()).await;
-    let v2 = item("P#version", "doc")
-        .with("version", Attr::N(2))
-        .with("body", Attr::S("two".into()));
-    let on_v1 = Condition::Equals {
-        attr: "version".into(),
-        value: Attr::N(1),
-    };
-    assert_eq!(
-        store.put(v2.clone(), on_v1.clone()).await.unwrap(),
-        Write::Done
-    );
+    let v2 = item("P#version", "doc").with("version", Attr::N(2)).with("body", Attr::S("two".into()));
+    let on_v1 = Condition::Equals { attr: "version".into(), value: Attr::N(1) };
+    assert_eq!(store.put(v2.clone(), on_v1.clone()).await.unwrap(), Write::Done);
     // A second writer that also read version 1 loses, and learns what is there now.
-    let stale = item("P#version", "doc")
-        .with("version", Attr::N(2))
-        .with("body", Attr::S("other".into()));
-    assert_eq!(
-        store.put(stale, on_v1).await.unwrap(),
-        Write::Conflict {
-            current: Some(v2.clone())
-        }
-    );
+    let stale = item("P#version", "doc").with("version", Attr::N(2)).with("body", Attr::S("other".into()));
+    assert_eq!(store.put(stale, on_v1).await.unwrap(), Write::Conflict { current: Some(v2.clone()) });
     assert_eq!(store.get(&v2.key).await.unwrap(), Some(v2));
 }
 
 pub async fn an_exists_condition_on_a_missing_item_conflicts_with_nothing(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let ghost = item("P#exists", "ghost");
-    assert_eq!(
-        store.put(ghost.clone(), Condition::Exists).await.unwrap(),
-        Write::Conflict { current: None }
-    );
-    let equals = Condition::Equals {
-        attr: "version".into(),
-        value: Attr::N(1),
-    };
-    assert_eq!(
-        store.put(ghost.clone(), equals).await.unwrap(),
-        Write::Conflict { current: None }
-    );
+    assert_eq!(store.put(ghost.clone(), Condition::Exists).await.unwrap(), Write::Conflict { current: None });
+    let equals = Condition::Equals { attr: "version".into(), value: Attr::N(1) };
+    assert_eq!(store.put(ghost.clone(), equals).await.unwrap(), Write::Conflict { current: None });
     assert_eq!(store.get(&ghost.key).await.unwrap(), None);
 }
 
 pub async fn an_update_sets_and_removes_attributes_and_keeps_the_rest(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let key = Key::new("P#update", "doc");
-    let created = store
-        .update(
-            &key,
-            Update::default().set("a", Attr::N(1)),
-            Condition::NotExists,
-        )
-        .await
-        .unwrap();
+    let created = store.update(&key, Update::default().set("a", Attr::N(1)), Condition::NotExists).await.unwrap();
     assert_eq!(created, Write::Done, "an update creates an absent item");
-    let update = Update::default()
-        .set("b", Attr::S("two".into()))
-        .set("c", Attr::N(3));
-    assert_eq!(
-        store.update(&key, update, Condition::Exists).await.unwrap(),
-        Write::Done
-    );
-    let update = Update::default()
-        .set("a", Attr::N(10))
-        .remove("c")
-        .remove("never-there");
-    assert_eq!(
-        store.update(&key, update, Condition::Always).await.unwrap(),
-        Write::Done
-    );
-    let expected = item("P#update", "doc")
-        .with("a", Attr::N(10))
-        .with("b", Attr::S("two".into()));
+    let update = Update::default().set("b", Attr::S("two".into())).set("c", Attr::N(3));
+    assert_eq!(store.update(&key, update, Condition::Exists).await.unwrap(), Write::Done);
+    let update = Update::default().set("a", Attr::N(10)).remove("c").remove("never-there");
+    assert_eq!(store.update(&key, update, Condition::Always).await.unwrap(), Write::Done);
+    let expected = item("P#update", "doc").with("a", Attr::N(10)).with("b", Attr::S("two".into()));
     assert_eq!(store.get(&key).await.unwrap(), Some(expected));
 }
 
 pub async fn a_versioned_update_conflicts_with_the_current_item(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let key = Key::new("P#update-version", "doc");
-    put(
-        store,
-        item("P#update-version", "doc")
-            .with("version", Attr::N(5))
-            .with("body", Attr::S("v5".into())),
-    )
-    .await;
-    let on_v4 = Condition::Equals {
-        attr: "version".into(),
-        value: Attr::N(4),
-    };
-    let stale = Update::default()
-        .set("version", Attr::N(5))
-        .set("body", Attr::S("lost".into()));
-    let current = item("P#update-version", "doc")
-        .with("version", Attr::N(5))
-        .with("body", Attr::S("v5".into()));
-    assert_eq!(
-        store.update(&key, stale, on_v4).await.unwrap(),
-        Write::Conflict {
-            current: Some(current.clone())
-        }
-    );
+    put(store, item("P#update-version", "doc").with("version", Attr::N(5)).with("body", Attr::S("v5".into()))).await;
+    let on_v4 = Condition::Equals { attr: "version".into(), value: Attr::N(4) };
+    let stale = Update::default().set("version", Attr::N(5)).set("body", Attr::S("lost".into()));
+    let current = item("P#update-version", "doc").with("version", Attr::N(5)).with("body", Attr::S("v5".into()));
+    assert_eq!(store.update(&key, stale, on_v4).await.unwrap(), Write::Conflict { current: Some(current.clone()) });
     assert_eq!(store.get(&key).await.unwrap(), Some(current));
     let missing = Key::new("P#update-version", "missing");
-    let outcome = store
-        .update(
-            &missing,
-            Update::default().set("x", Attr::N(1)),
-            Condition::Exists,
-        )
-        .await
-        .unwrap();
+    let outcome = store.update(&missing, Update::default().set("x", Attr::N(1)), Condition::Exists).await.unwrap();
     assert_eq!(outcome, Write::Conflict { current: None });
     assert_eq!(store.get(&missing).await.unwrap(), None);
 }
@@ -237,30 +153,13 @@ pub async fn deletes_are_conditional_and_absent_items_delete_cleanly(store: Arc<
     let store = store.as_ref();
     let kept = item("P#delete", "k").with("version", Attr::N(3));
     put(store, kept.clone()).await;
-    let wrong_version = Condition::Equals {
-        attr: "version".into(),
-        value: Attr::N(2),
-    };
-    assert_eq!(
-        store.delete(&kept.key, wrong_version).await.unwrap(),
-        Write::Conflict {
-            current: Some(kept.clone())
-        }
-    );
+    let wrong_version = Condition::Equals { attr: "version".into(), value: Attr::N(2) };
+    assert_eq!(store.delete(&kept.key, wrong_version).await.unwrap(), Write::Conflict { current: Some(kept.clone()) });
     assert_eq!(store.get(&kept.key).await.unwrap(), Some(kept.clone()));
-    assert_eq!(
-        store.delete(&kept.key, Condition::Exists).await.unwrap(),
-        Write::Done
-    );
+    assert_eq!(store.delete(&kept.key, Condition::Exists).await.unwrap(), Write::Done);
     assert_eq!(store.get(&kept.key).await.unwrap(), None);
-    assert_eq!(
-        store.delete(&kept.key, Condition::Always).await.unwrap(),
-        Write::Done
-    );
-    assert_eq!(
-        store.delete(&kept.key, Condition::Exists).await.unwrap(),
-        Write::Conflict { current: None }
-    );
+    assert_eq!(store.delete(&kept.key, Condition::Always).await.unwrap(), Write::Done);
+    assert_eq!(store.delete(&kept.key, Condition::Exists).await.unwrap(), Write::Conflict { current: None });
 }
 
 pub async fn a_transaction_applies_all_of_its_steps(store: Arc<dyn Store>) {
@@ -271,18 +170,9 @@ pub async fn a_transaction_applies_all_of_its_steps(store: Arc<dyn Store>) {
     let b = item("P#tx-all-other", "b").with("n", Attr::N(2));
     let outcome = store
         .transact(vec![
-            TxOp::Put {
-                item: a.clone(),
-                condition: Condition::NotExists,
-            },
-            TxOp::Put {
-                item: b.clone(),
-                condition: Condition::NotExists,
-            },
-            TxOp::Delete {
-                key: doomed.key.clone(),
-                condition: Condition::Exists,
-            },
+            TxOp::Put { item: a.clone(), condition: Condition::NotExists },
+            TxOp::Put { item: b.clone(), condition: Condition::NotExists },
+            TxOp::Delete { key: doomed.key.clone(), condition: Condition::Exists },
         ])
         .await
         .unwrap();
@@ -292,43 +182,26 @@ pub async fn a_transaction_applies_all_of_its_steps(store: Arc<dyn Store>) {
     assert_eq!(store.get(&doomed.key).await.unwrap(), None);
 }
 
-pub async fn a_failed_transaction_changes_nothing_and_names_each_failed_step(
-    store: Arc<dyn Store>,
-) {
+pub async fn a_failed_transaction_changes_nothing_and_names_each_failed_step(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let taken = item("P#tx-fail", "taken").with("owner", Attr::S("first".into()));
     put(store, taken.clone()).await;
     let fresh = item("P#tx-fail", "fresh");
     let outcome = store
         .transact(vec![
-            TxOp::Put {
-                item: fresh.clone(),
-                condition: Condition::NotExists,
-            },
-            TxOp::Put {
-                item: item("P#tx-fail", "taken"),
-                condition: Condition::NotExists,
-            },
-            TxOp::Delete {
-                key: Key::new("P#tx-fail", "missing"),
-                condition: Condition::Exists,
-            },
+            TxOp::Put { item: fresh.clone(), condition: Condition::NotExists },
+            TxOp::Put { item: item("P#tx-fail", "taken"), condition: Condition::NotExists },
+            TxOp::Delete { key: Key::new("P#tx-fail", "missing"), condition: Condition::Exists },
         ])
         .await
         .unwrap();
-    let Transaction::Conflict { failed } = outcome else {
-        panic!("expected a conflict, got {outcome:?}")
-    };
+    let Transaction::Conflict { failed } = outcome else { panic!("expected a conflict, got {outcome:?}") };
     let mut failed_steps: Vec<usize> = failed.iter().map(|f| f.index).collect();
     failed_steps.sort();
     assert_eq!(failed_steps, vec![1, 2]);
     let on_taken = failed.iter().find(|f| f.index == 1).unwrap();
     assert_eq!(on_taken.current, Some(taken.clone()));
-    assert_eq!(
-        store.get(&fresh.key).await.unwrap(),
-        None,
-        "the passing step must not apply"
-    );
+    assert_eq!(store.get(&fresh.key).await.unwrap(), None, "the passing step must not apply");
     assert_eq!(store.get(&taken.key).await.unwrap(), Some(taken));
 }
 
@@ -337,20 +210,11 @@ pub async fn a_transaction_check_step_guards_without_writing(store: Arc<dyn Stor
     let guard = item("P#tx-check", "guard").with("open", Attr::N(1));
     put(store, guard.clone()).await;
     let entry = item("P#tx-check", "entry");
-    let open = Condition::Equals {
-        attr: "open".into(),
-        value: Attr::N(1),
-    };
+    let open = Condition::Equals { attr: "open".into(), value: Attr::N(1) };
     let outcome = store
         .transact(vec![
-            TxOp::Check {
-                key: guard.key.clone(),
-                condition: open.clone(),
-            },
-            TxOp::Put {
-                item: entry.clone(),
-                condition: Condition::Always,
-            },
+            TxOp::Check { key: guard.key.clone(), condition: open.clone() },
+            TxOp::Put { item: entry.clone(), condition: Condition::Always },
         ])
         .await
         .unwrap();
@@ -362,70 +226,29 @@ pub async fn a_transaction_check_step_guards_without_writing(store: Arc<dyn Stor
     put(store, closed.clone()).await;
     let refused = store
         .transact(vec![
-            TxOp::Check {
-                key: guard.key.clone(),
-                condition: open,
-            },
-            TxOp::Put {
-                item: item("P#tx-check", "late"),
-                condition: Condition::Always,
-            },
+            TxOp::Check { key: guard.key.clone(), condition: open },
+            TxOp::Put { item: item("P#tx-check", "late"), condition: Condition::Always },
         ])
         .await
         .unwrap();
-    assert_eq!(
-        refused,
-        Transaction::Conflict {
-            failed: vec![FailedCondition {
-                index: 0,
-                current: Some(closed)
-            }]
-        }
-    );
-    assert_eq!(
-        store.get(&Key::new("P#tx-check", "late")).await.unwrap(),
-        None
-    );
+    assert_eq!(refused, Transaction::Conflict { failed: vec![FailedCondition { index: 0, current: Some(closed) }] });
+    assert_eq!(store.get(&Key::new("P#tx-check", "late")).await.unwrap(), None);
 }
 
 pub async fn invalid_transactions_are_errors_not_conflicts(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let twice = vec![
-        TxOp::Put {
-            item: item("P#tx-invalid", "same"),
-            condition: Condition::Always,
-        },
-        TxOp::Delete {
-            key: Key::new("P#tx-invalid", "same"),
-            condition: Condition::Always,
-        },
+        TxOp::Put { item: item("P#tx-invalid", "same"), condition: Condition::Always },
+        TxOp::Delete { key: Key::new("P#tx-invalid", "same"), condition: Condition::Always },
     ];
-    assert!(matches!(
-        store.transact(twice).await,
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(store.transact(twice).await, Err(StoreError::Invalid(_))));
     let too_many = (0..=MAX_TRANSACTION_OPS)
-        .map(|i| TxOp::Put {
-            item: item("P#tx-invalid", &format!("{i:03}")),
-            condition: Condition::Always,
-        })
+        .map(|i| TxOp::Put { item: item("P#tx-invalid", &format!("{i:03}")), condition: Condition::Always })
         .collect();
-    assert!(matches!(
-        store.transact(too_many).await,
-        Err(StoreError::Invalid(_))
-    ));
-    assert!(matches!(
-        store.transact(Vec::new()).await,
-        Err(StoreError::Invalid(_))
-    ));
-    let page = store
-        .query(Query::new("P#tx-invalid", SortKeys::All, 10))
-        .await
-        .unwrap();
-    assert!(
-        page.items.is_empty(),
-        "an invalid transaction must write nothing"
-    );
+    assert!(matches!(store.transact(too_many).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.transact(Vec::new()).await, Err(StoreError::Invalid(_))));
+    let page = store.query(Query::new("P#tx-invalid", SortKeys::All, 10)).await.unwrap();
+    assert!(page.items.is_empty(), "an invalid transaction must write nothing");
 }
 
 pub async fn a_query_reads_one_partition_in_sort_key_order(store: Arc<dyn Store>) {
@@ -435,10 +258,7 @@ pub async fn a_query_reads_one_partition_in_sort_key_order(store: Arc<dyn Store>
     }
     put(store, item("P#query-order-neighbour", "a")).await;
     put(store, item("P#query-orde", "z")).await;
-    let page = store
-        .query(Query::new("P#query-order", SortKeys::All, 100))
-        .await
-        .unwrap();
+    let page = store.query(Query::new("P#query-order", SortKeys::All, 100)).await.unwrap();
     // Byte-wise order, as DynamoDB compares string keys.
     assert_eq!(sort_keys(&page), vec!["B", "a", "b", "c", "c#1", "é"]);
     assert!(!page.more);
@@ -468,10 +288,7 @@ pub async fn a_query_pages_with_limit_more_and_after(store: Arc<dyn Store>) {
     }
     assert_eq!(seen, (0..7).map(|i| format!("k{i}")).collect::<Vec<_>>());
     assert_eq!(pages, 3);
-    let exact = store
-        .query(Query::new("P#query-pages", SortKeys::All, 7))
-        .await
-        .unwrap();
+    let exact = store.query(Query::new("P#query-pages", SortKeys::All, 7)).await.unwrap();
     assert_eq!(exact.items.len(), 7);
     assert!(!exact.more, "a page that reaches the end says so");
 }
@@ -481,18 +298,11 @@ pub async fn a_query_reads_backwards_from_the_end(store: Arc<dyn Store>) {
     for sk in ["e1", "e2", "e3", "x"] {
         put(store, item("P#query-back", sk)).await;
     }
-    let newest = store
-        .query(Query::new("P#query-back", SortKeys::Prefix("e".into()), 1).descending())
-        .await
-        .unwrap();
+    let newest = store.query(Query::new("P#query-back", SortKeys::Prefix("e".into()), 1).descending()).await.unwrap();
     assert_eq!(sort_keys(&newest), vec!["e3"]);
     assert!(newest.more);
     let rest = store
-        .query(
-            Query::new("P#query-back", SortKeys::Prefix("e".into()), 5)
-                .descending()
-                .after("e3"),
-        )
+        .query(Query::new("P#query-back", SortKeys::Prefix("e".into()), 5).descending().after("e3"))
         .await
         .unwrap();
     assert_eq!(sort_keys(&rest), vec!["e2", "e1"]);
@@ -504,34 +314,15 @@ pub async fn a_query_selects_by_prefix_or_range(store: Arc<dyn Store>) {
     for sk in ["EVT#01", "EVT#02", "EVT#03", "ID#x", "SUB#c1", "SUB#c2"] {
         put(store, item("P#query-select", sk)).await;
     }
-    let subs = store
-        .query(Query::new(
-            "P#query-select",
-            SortKeys::Prefix("SUB#".into()),
-            10,
-        ))
-        .await
-        .unwrap();
+    let subs = store.query(Query::new("P#query-select", SortKeys::Prefix("SUB#".into()), 10)).await.unwrap();
     assert_eq!(sort_keys(&subs), vec!["SUB#c1", "SUB#c2"]);
     let range = SortKeys::Between("EVT#02".into(), "EVT#03".into());
-    let events = store
-        .query(Query::new("P#query-select", range, 10))
-        .await
-        .unwrap();
+    let events = store.query(Query::new("P#query-select", range, 10)).await.unwrap();
     assert_eq!(sort_keys(&events), vec!["EVT#02", "EVT#03"]);
-    let after = store
-        .query(Query::new("P#query-select", SortKeys::Prefix("EVT#".into()), 10).after("EVT#01"))
-        .await
-        .unwrap();
+    let after =
+        store.query(Query::new("P#query-select", SortKeys::Prefix("EVT#".into()), 10).after("EVT#01")).await.unwrap();
     assert_eq!(sort_keys(&after), vec!["EVT#02", "EVT#03"]);
-    let none = store
-        .query(Query::new(
-            "P#query-select",
-            SortKeys::Prefix("NOPE#".into()),
-            10,
-        ))
-        .await
-        .unwrap();
+    let none = store.query(Query::new("P#query-select", SortKeys::Prefix("NOPE#".into()), 10)).await.unwrap();
     assert_eq!(none, Page::default());
 }
 
@@ -570,41 +361,16 @@ pub async fn the_change_feed_carries_every_change_in_commit_order(store: Arc<dyn
     let e2 = item("P#feed", "e2");
     store
         .transact(vec![
-            TxOp::Put {
-                item: e1.clone(),
-                condition: Condition::NotExists,
-            },
-            TxOp::Put {
-                item: e2.clone(),
-                condition: Condition::NotExists,
-            },
+            TxOp::Put { item: e1.clone(), condition: Condition::NotExists },
+            TxOp::Put { item: e2.clone(), condition: Condition::NotExists },
         ])
         .await
         .unwrap();
-    let changes: Vec<Change> = next_changes(&mut feed, 5)
-        .await
-        .into_iter()
-        .filter(|c| c.key.pk == "P#feed")
-        .collect();
+    let changes: Vec<Change> = next_changes(&mut feed, 5).await.into_iter().filter(|c| c.key.pk == "P#feed").collect();
     let expected = [
-        Change {
-            kind: ChangeKind::Insert,
-            key: v1.key.clone(),
-            new: Some(v1.clone()),
-            old: None,
-        },
-        Change {
-            kind: ChangeKind::Modify,
-            key: v1.key.clone(),
-            new: Some(v2.clone()),
-            old: Some(v1),
-        },
-        Change {
-            kind: ChangeKind::Remove,
-            key: v2.key.clone(),
-            new: None,
-            old: Some(v2),
-        },
+        Change { kind: ChangeKind::Insert, key: v1.key.clone(), new: Some(v1.clone()), old: None },
+        Change { kind: ChangeKind::Modify, key: v1.key.clone(), new: Some(v2.clone()), old: Some(v1) },
+        Change { kind: ChangeKind::Remove, key: v2.key.clone(), new: None, old: Some(v2) },
     ];
     assert_eq!(changes[..3], expected[..]);
     // The two steps of a transaction may appear in either order, but both appear.
@@ -618,22 +384,12 @@ pub async fn the_change_feed_starts_now_and_skips_failed_conditions(store: Arc<d
     let store = store.as_ref();
     put(store, item("P#feed-now", "before")).await;
     let mut feed = store.change_feed().await.unwrap();
-    let refused = store
-        .put(item("P#feed-now", "before"), Condition::NotExists)
-        .await
-        .unwrap();
+    let refused = store.put(item("P#feed-now", "before"), Condition::NotExists).await.unwrap();
     assert!(matches!(refused, Write::Conflict { .. }));
-    store
-        .delete(&Key::new("P#feed-now", "never-was"), Condition::Exists)
-        .await
-        .unwrap();
+    store.delete(&Key::new("P#feed-now", "never-was"), Condition::Exists).await.unwrap();
     put(store, item("P#feed-now", "after")).await;
     let changes = next_changes(&mut feed, 1).await;
-    let keys: Vec<&str> = changes
-        .iter()
-        .filter(|c| c.key.pk == "P#feed-now")
-        .map(|c| c.key.sk.as_str())
-        .collect();
+    let keys: Vec<&str> = changes.iter().filter(|c| c.key.pk == "P#feed-now").map(|c| c.key.sk.as_str()).collect();
     assert_eq!(keys, vec!["after"]);
 }
 
@@ -651,11 +407,7 @@ pub async fn concurrent_conditional_puts_have_exactly_one_winner(store: Arc<dyn 
         .map(|(writer, _)| writer as i64)
         .collect();
     assert_eq!(winners.len(), 1, "outcomes: {outcomes:?}");
-    let stored = store
-        .get(&Key::new("P#race", "seq-1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = store.get(&Key::new("P#race", "seq-1")).await.unwrap().unwrap();
     assert_eq!(stored.number("writer"), Some(winners[0]));
     for outcome in outcomes {
         match outcome.unwrap() {
@@ -686,11 +438,7 @@ pub async fn separate_engines_sharing_the_store_never_share_or_skip_a_seq(store:
                 let mut seqs = Vec::new();
                 for n in 0..EACH {
                     let body = format!(r#"{{"action":"publish","room":"hot","data":[{e},{n}]}}"#);
-                    seqs.push(acked_seq(
-                        engine
-                            .handle(&format!("conn-{e}"), &format!("req-{e}-{n}"), &body)
-                            .await,
-                    ));
+                    seqs.push(acked_seq(engine.handle(&format!("conn-{e}"), &format!("req-{e}-{n}"), &body).await));
                 }
                 seqs
             })
@@ -718,14 +466,9 @@ pub async fn an_engine_far_behind_the_head_still_takes_the_next_seq(store: Arc<d
 pub async fn the_same_client_id_through_two_engines_is_one_event(store: Arc<dyn Store>) {
     let (first, second) = (engine(&store), engine(&store));
     let body = r#"{"action":"publish","room":"r","id":"pay-1","data":{"amount":5}}"#;
-    let (a, b) = tokio::join!(
-        first.handle("c1", "q1", body),
-        second.handle("c2", "q2", body)
-    );
+    let (a, b) = tokio::join!(first.handle("c1", "q1", body), second.handle("c2", "q2", body));
     assert_eq!(acked_seq(a), 1);
     assert_eq!(acked_seq(b), 1);
-    let next = first
-        .handle("c1", "q3", r#"{"action":"publish","room":"r","data":0}"#)
-        .await;
+    let next = first.handle("c1", "q3", r#"{"action":"publish","room":"r","data":0}"#).await;
     assert_eq!(acked_seq(next), 2, "the repeat created no event");
 }

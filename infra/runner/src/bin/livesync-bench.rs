@@ -47,9 +47,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(data_dir) = args.serve {
         return runtime.block_on(serve(data_dir));
     }
@@ -84,16 +82,11 @@ impl Server {
             .spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-        Ok(Server {
-            child,
-            url: line.trim().to_owned(),
-            _dir: dir,
-        })
+        Ok(Server { child, url: line.trim().to_owned(), _dir: dir })
     }
 
     fn resident_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -103,14 +96,8 @@ impl Server {
 
     fn cpu_seconds(&self) -> f64 {
         // utime + stime, fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second).
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
         let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
             + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
         ticks as f64 / 100.0
@@ -124,8 +111,7 @@ impl Drop for Server {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: &str) -> Socket {
     // Many connections at once can overflow the listen backlog; retry rather than fail.
@@ -170,10 +156,7 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::start()?;
     let start = Instant::now();
     let baseline_kib = server.resident_kib();
-    println!(
-        "LiveSync benchmark: runner at {} (separate process, embedded store persisting every event)",
-        server.url
-    );
+    println!("LiveSync benchmark: runner at {} (separate process, embedded store persisting every event)", server.url);
 
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for _ in 0..args.subscribers {
@@ -208,10 +191,7 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 let Ok(pushed) = serde_json::from_str::<Pushed>(text.as_str()) else {
                     continue;
                 };
-                let probes = pushed
-                    .data
-                    .into_iter()
-                    .chain(pushed.events.into_iter().map(|e| e.data));
+                let probes = pushed.data.into_iter().chain(pushed.events.into_iter().map(|e| e.data));
                 for probe in probes {
                     latencies_us.push(now.saturating_sub(probe.t) as u32);
                 }
@@ -236,9 +216,7 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 tokio::time::sleep_until(due.into()).await;
             }
             let t = start.elapsed().as_micros() as u64;
-            let frame = format!(
-                r#"{{"action":"publish","room":"bench","data":{{"t":{t},"pad":"{padding}"}}}}"#
-            );
+            let frame = format!(r#"{{"action":"publish","room":"bench","data":{{"t":{t},"pad":"{padding}"}}}}"#);
             publisher.send(Message::text(frame)).await?;
             sent += 1;
             in_flight += 1;
@@ -274,11 +252,7 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.subscribers,
         expected,
         args.window,
-        if args.rate > 0 {
-            format!("paced at {}/s", args.rate)
-        } else {
-            "unpaced".to_owned()
-        },
+        if args.rate > 0 { format!("paced at {}/s", args.rate) } else { "unpaced".to_owned() },
         args.payload
     );
     println!(
