@@ -55,6 +55,16 @@ pub struct Config {
     /// Address to listen on (use port 0 for any free port).
     #[arg(long, env = "LIVESYNC_LISTEN", default_value = "127.0.0.1:3001")]
     pub listen: SocketAddr,
+    /// Where data lives: `embedded` (one SQLite file in --data-dir) or `dynamodb` (the table
+    /// --table, at the endpoint of AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL, or AWS itself).
+    #[arg(long, env = "LIVESYNC_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// DynamoDB table (with --store dynamodb).
+    #[arg(long, env = "LIVESYNC_TABLE", default_value = livesync_dynamodb::DEFAULT_TABLE)]
+    pub table: String,
+    /// Create the DynamoDB table, as template.yaml defines it, if it is missing.
+    #[arg(long, env = "LIVESYNC_CREATE_TABLES")]
+    pub create_tables: bool,
     /// Directory of the embedded store; created if missing, kept across restarts.
     #[arg(long, env = "LIVESYNC_DATA_DIR", default_value = "./.livesync")]
     pub data_dir: PathBuf,
@@ -69,6 +79,12 @@ pub struct Config {
     pub stage: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Embedded,
+    Dynamodb,
+}
+
 impl Config {
     /// The defaults, with the given data directory and any free port on loopback.
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
@@ -77,6 +93,9 @@ impl Config {
             data_dir: data_dir.into(),
             send_queue: 1024,
             max_connection_secs: 7200,
+            store: StoreKind::Embedded,
+            table: livesync_dynamodb::DEFAULT_TABLE.to_owned(),
+            create_tables: false,
             stage: "local".to_owned(),
         }
     }
@@ -84,8 +103,8 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("cannot open the store in {dir}")]
-    Store { dir: PathBuf, source: StoreError },
+    #[error("cannot open the store ({place})")]
+    Store { place: String, source: StoreError },
     #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("the server failed")]
@@ -115,9 +134,8 @@ pub struct Runner {
 
 impl Runner {
     pub async fn start(config: Config) -> Result<Runner, RunnerError> {
-        let store_error = |source| RunnerError::Store { dir: config.data_dir.clone(), source };
-        let store: Arc<dyn Store> =
-            Arc::new(EmbeddedStore::open(&config.data_dir, Options::default()).map_err(store_error)?);
+        let store = open_store(&config).await?;
+        let store_error = |source| RunnerError::Store { place: store_place(&config), source };
         let feed = store.change_feed().await.map_err(store_error)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -255,4 +273,27 @@ async fn run_fanout(mut feed: Box<dyn ChangeFeed>, fanout: Fanout, mut stopping:
 pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
     let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+fn store_place(config: &Config) -> String {
+    match config.store {
+        StoreKind::Embedded => format!("embedded, in {}", config.data_dir.display()),
+        StoreKind::Dynamodb => format!("DynamoDB table {}", config.table),
+    }
+}
+
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunnerError> {
+    let error = |source| RunnerError::Store { place: store_place(config), source };
+    match config.store {
+        StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.data_dir, Options::default()).map_err(error)?)),
+        StoreKind::Dynamodb => {
+            let sdk = livesync_dynamodb::sdk_config().await;
+            if config.create_tables {
+                let client = aws_sdk_dynamodb::Client::new(&sdk);
+                let outcome = livesync_dynamodb::create_table(&client, &config.table).await.map_err(error)?;
+                tracing::info!(table = config.table, ?outcome, "table");
+            }
+            Ok(Arc::new(livesync_dynamodb::DynamoStore::new(&sdk, &config.table)))
+        }
+    }
 }

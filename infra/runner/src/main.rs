@@ -1,7 +1,7 @@
 //! `cargo run`: the LiveSync local runner.
 
 use clap::Parser;
-use livesync_runner::{Config, Runner};
+use livesync_runner::{Config, Runner, StoreKind};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
@@ -17,7 +17,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let config = Config::parse();
     let runner = Runner::start(config.clone()).await?;
-    eprintln!("LiveSync local runner on {} (data in {})", runner.url(), config.data_dir.display());
+    let data = match config.store {
+        StoreKind::Embedded => format!("data in {}", config.data_dir.display()),
+        StoreKind::Dynamodb => format!("data in DynamoDB table {}", config.table),
+    };
+    eprintln!("LiveSync local runner on {} ({data})", runner.url());
     shutdown_signal().await;
     tracing::info!("shutting down");
     runner.shutdown().await?;

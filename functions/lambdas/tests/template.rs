@@ -1,0 +1,81 @@
+//! template.yaml deploys these functions as built: what cfn-lint does not check.
+
+fn template() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).unwrap()
+}
+
+fn manifest() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap()
+}
+
+/// Values of `key: value` lines, in order.
+fn values_of<'t>(text: &'t str, key: &str) -> Vec<&'t str> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix(key)?.strip_prefix(':'))
+        .map(|value| value.trim().trim_matches('"'))
+        .collect()
+}
+
+/// The template's resources of one type, each as its name and its lines.
+fn resources<'t>(template: &'t str, kind: &str) -> Vec<(&'t str, String)> {
+    let mut found = Vec::new();
+    let lines: Vec<&str> = template.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("  ") && !line.starts_with("   ") && line.trim_end().ends_with(':') {
+            let body: Vec<&str> =
+                lines[i + 1..].iter().take_while(|l| l.starts_with("   ") || l.trim().is_empty()).copied().collect();
+            if body.iter().any(|l| l.trim() == format!("Type: {kind}")) {
+                found.push((line.trim().trim_end_matches(':'), body.join("\n")));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_function_is_one_of_our_binaries_built_with_cargo_lambda() {
+    let template = template();
+    let functions = resources(&template, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), 4, "{:?}", functions.iter().map(|f| f.0).collect::<Vec<_>>());
+    let mut binaries: Vec<&str> = values_of(&template, "Binary");
+    binaries.sort();
+    let manifest = manifest();
+    // The `name = "..."` of each [[bin]] section.
+    let mut built: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|section| section.lines().find_map(|l| l.trim().strip_prefix("name = ")))
+        .map(|name| name.trim_matches('"'))
+        .collect();
+    built.sort();
+    assert_eq!(binaries, built, "template binaries vs [[bin]] targets");
+    for (name, body) in &functions {
+        assert!(body.contains("BuildMethod: rust-cargolambda"), "{name} is not built with cargo lambda");
+        assert!(!body.contains("Runtime:") && !body.contains("Architectures:"), "{name} overrides the runtime");
+    }
+}
+
+#[test]
+fn every_function_runs_on_provided_al2023_arm64() {
+    let template = template();
+    let globals = template.split("Globals:").nth(1).unwrap().split("Resources:").next().unwrap();
+    assert_eq!(values_of(globals, "Runtime"), vec!["provided.al2023"]);
+    assert_eq!(values_of(globals, "Architectures"), vec!["[arm64]"]);
+    assert_eq!(values_of(globals, "Handler"), vec!["bootstrap"]);
+    assert_eq!(values_of(&template, "Runtime").len(), 1, "no function sets another runtime");
+}
+
+#[test]
+fn permissions_are_least_privilege() {
+    let template = template();
+    assert!(!template.contains("dynamodb:*") && !template.contains("execute-api:*"), "no wildcard actions");
+    for (name, body) in resources(&template, "AWS::Serverless::Function") {
+        let manages_connections = body.contains("execute-api:ManageConnections");
+        assert_eq!(manages_connections, name == "FanoutFunction", "{name}: only the fanout posts to connections");
+        assert!(body.contains("Resource: !GetAtt Table.Arn"), "{name}: table access is scoped to the table");
+    }
+    let fanout =
+        resources(&template, "AWS::Serverless::Function").into_iter().find(|f| f.0 == "FanoutFunction").unwrap().1;
+    assert!(fanout.contains("${WebSocketApi}/${StageName}/POST/@connections/*"), "posts scoped to this API's stage");
+    assert!(fanout.contains("ReportBatchItemFailures") && fanout.contains("BisectBatchOnFunctionError: true"));
+}

@@ -1,0 +1,81 @@
+//! The runner on DynamoDB instead of the embedded store (`--store dynamodb --create-tables`),
+//! against moto through the real SDK, configured only by the SDK's standard environment.
+
+mod common;
+
+use common::{Socket, call, signal, start, wait_for_exit};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn next_push(socket: &mut Socket) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("no push arrived") {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_creates_its_table_serves_rooms_from_dynamodb_and_keeps_them_across_restarts() {
+    let endpoint = std::env::var("LIVESYNC_MOTO_ENDPOINT").expect("LIVESYNC_MOTO_ENDPOINT (scripts/test starts moto)");
+    let table = format!("runner-{}", std::process::id());
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let args = ["--store", "dynamodb", "--table", table.as_str(), "--create-tables"];
+    let (runner, url) = start(&args, &env);
+
+    let (mut reader, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let joined = call(&mut reader, json!({"action": "join", "room": "dyn", "ref": "j"})).await;
+    assert_eq!(joined["seq"], 0);
+    let (mut writer, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    for n in 1..=3 {
+        let ack =
+            call(&mut writer, json!({"action": "publish", "room": "dyn", "id": format!("d{n}"), "data": n, "ref": n}))
+                .await;
+        assert_eq!(ack["seq"], n);
+    }
+    // Pushed through DynamoDB's stream, read by the runner as the event source mapping would.
+    let mut pushed = Vec::new();
+    while pushed.len() < 3 {
+        let frame = next_push(&mut reader).await;
+        let events = match frame["type"].as_str() {
+            Some("event") => vec![frame.clone()],
+            Some("events") => frame["events"].as_array().unwrap().clone(),
+            _ => panic!("not a push: {frame}"),
+        };
+        pushed.extend(events.iter().map(|e| e["seq"].as_u64().unwrap()));
+    }
+    assert_eq!(pushed, vec![1, 2, 3]);
+
+    signal(&runner, "TERM");
+    assert!(wait_for_exit(runner).success());
+
+    // The data is in the table, not in the runner.
+    let (runner, url) = start(&args, &env);
+    let (mut client, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let history = call(&mut client, json!({"action": "sync", "room": "dyn", "since": 0, "ref": "s"})).await;
+    let seqs: Vec<u64> = history["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    let repeat =
+        call(&mut client, json!({"action": "publish", "room": "dyn", "id": "d2", "data": 2, "ref": "r"})).await;
+    assert_eq!(repeat["seq"], 2);
+
+    // The table is the template's: stream with both images, TTL on expires_at.
+    let sdk = livesync_dynamodb::emulator_config(&endpoint).await;
+    let tables = aws_sdk_dynamodb::Client::new(&sdk);
+    let described = tables.describe_table().table_name(&table).send().await.unwrap();
+    let stream = described.table().unwrap().stream_specification().unwrap();
+    assert_eq!(stream.stream_view_type().map(|v| v.as_str()), Some("NEW_AND_OLD_IMAGES"));
+    let ttl = tables.describe_time_to_live().table_name(&table).send().await.unwrap();
+    assert_eq!(ttl.time_to_live_description().and_then(|d| d.attribute_name()), Some("expires_at"));
+    signal(&runner, "TERM");
+    assert!(wait_for_exit(runner).success());
+}
