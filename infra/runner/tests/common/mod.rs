@@ -47,10 +47,7 @@ pub fn wait_for_exit(mut child: Child) -> std::process::ExitStatus {
     panic!("the runner did not stop within 15 s of the signal");
 }
 
-pub async fn call(
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    frame: Value,
-) -> Value {
+pub async fn call(socket: &mut Socket, frame: Value) -> Value {
     socket.send(Message::text(frame.to_string())).await.unwrap();
     loop {
         match tokio::time::timeout(Duration::from_secs(30), socket.next()).await.unwrap() {
