@@ -235,14 +235,14 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
     let request: Request = serde_json::from_value(envelope.clone()).map_err(|e| {
         Refusal::new(ErrorCode::BadRequest, format!("invalid \"{action}\" frame: {e}"), reference.clone())
     })?;
-    if let Request::Publish { data, .. } = &request {
-        if data.as_json().len() > MAX_DATA_BYTES {
-            return Err(Refusal::new(
-                ErrorCode::TooLarge,
-                format!("\"data\" is {} bytes; the limit is {MAX_DATA_BYTES} bytes", data.as_json().len()),
-                reference,
-            ));
-        }
+    if let Request::Publish { data, .. } = &request
+        && data.as_json().len() > MAX_DATA_BYTES
+    {
+        return Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!("\"data\" is {} bytes; the limit is {MAX_DATA_BYTES} bytes", data.as_json().len()),
+            reference,
+        ));
     }
     validate(&request).map_err(|message| Refusal::new(ErrorCode::BadRequest, message, reference.clone()))?;
     Ok(ClientFrame { reference, request })

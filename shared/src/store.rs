@@ -84,6 +84,54 @@ impl Item {
     }
 }
 
+/// An attribute as a store adapter reads it back. DynamoDB has several attribute-value types
+/// (the SDK's, the Streams SDK's, the Lambda event's); each adapter maps its own onto this, and
+/// [`Item::from_stored`] rebuilds the item in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredAttr<'a> {
+    S(&'a str),
+    N(&'a str),
+    /// A type LiveSync never writes, by name.
+    Other(&'a str),
+}
+
+impl Item {
+    /// Rebuilds an item from all its stored attributes, `pk` and `sk` included. Anything LiveSync
+    /// does not write (a missing key, another type, a number beyond i64) is `Malformed`.
+    pub fn from_stored<'a>(
+        attributes: impl IntoIterator<Item = (&'a str, StoredAttr<'a>)>,
+    ) -> Result<Item, StoreError> {
+        let (mut pk, mut sk) = (None, None);
+        let mut rest = Vec::new();
+        for (name, value) in attributes {
+            match (name, value) {
+                ("pk", StoredAttr::S(value)) => pk = Some(value),
+                ("sk", StoredAttr::S(value)) => sk = Some(value),
+                _ => rest.push((name, value)),
+            }
+        }
+        let (Some(pk), Some(sk)) = (pk, sk) else {
+            return Err(StoreError::Malformed { key: Key::new("?", "?"), reason: "no string pk and sk".to_owned() });
+        };
+        let key = Key::new(pk, sk);
+        let mut attrs = Attrs::new();
+        for (name, value) in rest {
+            let value = match value {
+                StoredAttr::S(s) => Attr::S(s.to_owned()),
+                StoredAttr::N(n) => Attr::N(n.parse().map_err(|_| StoreError::Malformed {
+                    key: key.clone(),
+                    reason: format!("attribute {name} is not a 64-bit integer: {n}"),
+                })?),
+                StoredAttr::Other(kind) => {
+                    return Err(StoreError::Malformed { key, reason: format!("attribute {name} has type {kind}") });
+                }
+            };
+            attrs.insert(name.to_owned(), value);
+        }
+        Ok(Item { key, attrs })
+    }
+}
+
 /// The condition a write is applied under (a DynamoDB ConditionExpression).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {

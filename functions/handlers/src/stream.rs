@@ -10,7 +10,7 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 use livesync_core::Fanout;
 use livesync_core::engine::Chain;
 use livesync_core::layout;
-use livesync_core::store::{Attr, Attrs, Change, ChangeKind, Item, Key, StoreError};
+use livesync_core::store::{Change, ChangeKind, Item, Key, StoreError, StoredAttr};
 use serde_dynamo::AttributeValue;
 use std::collections::HashMap;
 
@@ -85,30 +85,13 @@ fn item_from_image(image: &HashMap<String, AttributeValue>) -> Result<Option<Ite
     if image.is_empty() {
         return Ok(None);
     }
-    let string = |name: &str| match image.get(name) {
-        Some(AttributeValue::S(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let (Some(pk), Some(sk)) = (string("pk"), string("sk")) else {
-        return Err(malformed("an image without string pk and sk".to_owned()));
-    };
-    let key = Key::new(pk, sk);
-    let mut attrs = Attrs::new();
-    for (name, value) in image.iter().filter(|(name, _)| *name != "pk" && *name != "sk") {
+    let attributes = image.iter().map(|(name, value)| {
         let value = match value {
-            AttributeValue::S(s) => Attr::S(s.clone()),
-            AttributeValue::N(n) => Attr::N(n.parse().map_err(|_| StoreError::Malformed {
-                key: key.clone(),
-                reason: format!("attribute {name} is not a 64-bit integer"),
-            })?),
-            other => {
-                return Err(StoreError::Malformed {
-                    key,
-                    reason: format!("attribute {name} has an unexpected type: {other:?}"),
-                });
-            }
+            AttributeValue::S(s) => StoredAttr::S(s),
+            AttributeValue::N(n) => StoredAttr::N(n),
+            _ => StoredAttr::Other("not S or N"),
         };
-        attrs.insert(name.clone(), value);
-    }
-    Ok(Some(Item { key, attrs }))
+        (name.as_str(), value)
+    });
+    Item::from_stored(attributes).map(Some)
 }

@@ -1,7 +1,7 @@
 //! Items to and from DynamoDB attribute maps: `pk` and `sk` as strings, then each attribute.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use livesync_core::store::{Attr, Attrs, Item, Key, StoreError};
+use livesync_core::store::{Attr, Item, Key, StoreError, StoredAttr};
 use std::collections::HashMap;
 
 pub fn to_attribute(value: &Attr) -> AttributeValue {
@@ -24,35 +24,19 @@ pub fn item_attributes(item: &Item) -> HashMap<String, AttributeValue> {
     attributes
 }
 
-/// Reads an item back; anything LiveSync does not write (other types, a missing key) is refused.
+/// Reads an item back; anything LiveSync does not write is refused.
 pub fn item_from_attributes(attributes: &HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
-    let string = |name: &str| match attributes.get(name) {
-        Some(AttributeValue::S(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let (Some(pk), Some(sk)) = (string("pk"), string("sk")) else {
-        return Err(StoreError::Malformed { key: Key::new("?", "?"), reason: "no string pk and sk".to_owned() });
-    };
-    let key = Key::new(pk, sk);
-    let mut attrs = Attrs::new();
-    for (name, value) in attributes {
-        if name == "pk" || name == "sk" {
-            continue;
-        }
-        let value = match value {
-            AttributeValue::S(s) => Attr::S(s.clone()),
-            AttributeValue::N(n) => Attr::N(n.parse().map_err(|_| StoreError::Malformed {
-                key: key.clone(),
-                reason: format!("attribute {name} is not a 64-bit integer: {n}"),
-            })?),
-            other => {
-                return Err(StoreError::Malformed {
-                    key,
-                    reason: format!("attribute {name} has an unexpected type: {other:?}"),
-                });
-            }
-        };
-        attrs.insert(name.clone(), value);
+    Item::from_stored(attributes.iter().map(|(name, value)| (name.as_str(), stored(value))))
+}
+
+fn stored(value: &AttributeValue) -> StoredAttr<'_> {
+    match value {
+        AttributeValue::S(s) => StoredAttr::S(s),
+        AttributeValue::N(n) => StoredAttr::N(n),
+        AttributeValue::Bool(_) => StoredAttr::Other("BOOL"),
+        AttributeValue::Null(_) => StoredAttr::Other("NULL"),
+        AttributeValue::M(_) => StoredAttr::Other("M"),
+        AttributeValue::L(_) => StoredAttr::Other("L"),
+        _ => StoredAttr::Other("B, SS, NS or BS"),
     }
-    Ok(Item { key, attrs })
 }

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, ShardIteratorType};
-use livesync_core::store::{Attr, Attrs, Change, ChangeFeed, ChangeKind, Item, Key, StoreError};
+use livesync_core::store::{Change, ChangeFeed, ChangeKind, Item, Key, StoreError, StoredAttr};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -150,30 +150,12 @@ pub fn change_from_record(record: &Record) -> Result<Change, StoreError> {
 }
 
 fn item_from_image(image: &HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
-    let string = |name: &str| match image.get(name) {
-        Some(AttributeValue::S(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let (Some(pk), Some(sk)) = (string("pk"), string("sk")) else {
-        return Err(StoreError::Malformed { key: Key::new("?", "?"), reason: "stream image without pk/sk".to_owned() });
-    };
-    let key = Key::new(pk, sk);
-    let mut attrs = Attrs::new();
-    for (name, value) in image.iter().filter(|(name, _)| *name != "pk" && *name != "sk") {
+    Item::from_stored(image.iter().map(|(name, value)| {
         let value = match value {
-            AttributeValue::S(s) => Attr::S(s.clone()),
-            AttributeValue::N(n) => Attr::N(n.parse().map_err(|_| StoreError::Malformed {
-                key: key.clone(),
-                reason: format!("attribute {name} is not a 64-bit integer"),
-            })?),
-            other => {
-                return Err(StoreError::Malformed {
-                    key,
-                    reason: format!("attribute {name} has an unexpected type: {other:?}"),
-                });
-            }
+            AttributeValue::S(s) => StoredAttr::S(s),
+            AttributeValue::N(n) => StoredAttr::N(n),
+            _ => StoredAttr::Other("not S or N"),
         };
-        attrs.insert(name.clone(), value);
-    }
-    Ok(Item { key, attrs })
+        (name.as_str(), value)
+    }))
 }

@@ -122,6 +122,27 @@ fn empty_to_none<K, V>(map: HashMap<K, V>) -> Option<HashMap<K, V>> {
     if map.is_empty() { None } else { Some(map) }
 }
 
+/// A conditional write's outcome: `Done`; `Conflict` with the item DynamoDB returned when the
+/// condition failed (`conflict` finds it in the operation's own error type, `Some` meaning
+/// "the condition failed"); or the infrastructure error, source kept.
+fn write_outcome<O, E>(
+    result: Result<O, SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>>,
+    conflict: impl Fn(&E) -> Option<Option<&HashMap<String, AttributeValue>>>,
+) -> Result<Write, StoreError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let error = match result {
+        Ok(_) => return Ok(Write::Done),
+        Err(error) => error,
+    };
+    let failed_condition = error.as_service_error().and_then(&conflict).map(current).transpose()?;
+    match failed_condition {
+        Some(current) => Ok(Write::Conflict { current }),
+        None => Err(unavailable(error)),
+    }
+}
+
 /// The conflicting item DynamoDB returned, or `None` if there was none.
 fn current(item: Option<&HashMap<String, AttributeValue>>) -> Result<Option<Item>, StoreError> {
     match item {
@@ -158,17 +179,10 @@ impl Store for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Write::Done),
-            Err(SdkError::ServiceError(error)) if error.err().is_conditional_check_failed_exception() => {
-                let item = match error.err() {
-                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => e.item(),
-                    _ => None,
-                };
-                Ok(Write::Conflict { current: current(item)? })
-            }
-            Err(error) => Err(unavailable(error)),
-        }
+        write_outcome(result, |error| match error {
+            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => Some(e.item()),
+            _ => None,
+        })
     }
 
     async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Write, StoreError> {
@@ -211,19 +225,12 @@ impl Store for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Write::Done),
-            Err(SdkError::ServiceError(error)) if error.err().is_conditional_check_failed_exception() => {
-                let item = match error.err() {
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(e) => {
-                        e.item()
-                    }
-                    _ => None,
-                };
-                Ok(Write::Conflict { current: current(item)? })
+        write_outcome(result, |error| match error {
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(e) => {
+                Some(e.item())
             }
-            Err(error) => Err(unavailable(error)),
-        }
+            _ => None,
+        })
     }
 
     async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError> {
@@ -239,19 +246,12 @@ impl Store for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Write::Done),
-            Err(SdkError::ServiceError(error)) if error.err().is_conditional_check_failed_exception() => {
-                let item = match error.err() {
-                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(e) => {
-                        e.item()
-                    }
-                    _ => None,
-                };
-                Ok(Write::Conflict { current: current(item)? })
+        write_outcome(result, |error| match error {
+            aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(e) => {
+                Some(e.item())
             }
-            Err(error) => Err(unavailable(error)),
-        }
+            _ => None,
+        })
     }
 
     async fn transact(&self, ops: Vec<TxOp>) -> Result<Transaction, StoreError> {
