@@ -126,7 +126,15 @@ pub async fn publish(
             ts: p.now_ms,
         });
         let claimed = match p.client_id {
-            None => store.put(event, Condition::NotExists).await? == Write::Done,
+            None => match store.put(event, Condition::NotExists).await? {
+                Write::Done => true,
+                // Our own event: an attempt whose answer was lost (the SDK retries such a put)
+                // did write it. The fallback id is the request's own id, so nobody else's is.
+                Write::Conflict { current: Some(item) } => {
+                    item.string("id") == Some(id) && item.string("from") == Some(p.from)
+                }
+                Write::Conflict { current: None } => false,
+            },
             Some(client_id) => {
                 let record = layout::event_id_item(p.room, client_id, seq);
                 let ops = vec![

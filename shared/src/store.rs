@@ -368,6 +368,19 @@ pub trait Store: Send + Sync {
     async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError>;
 }
 
+/// Checks the rules DynamoDB enforces on an update, before touching anything: the key is not
+/// an attribute to change, and no attribute is both set and removed.
+pub fn check_update(update: &Update) -> Result<(), StoreError> {
+    let touched = update.set.keys().chain(&update.remove);
+    if let Some(key) = touched.clone().find(|name| *name == "pk" || *name == "sk") {
+        return Err(StoreError::Invalid(format!("an update cannot change the key attribute {key}")));
+    }
+    if let Some(both) = update.remove.iter().find(|name| update.set.contains_key(*name)) {
+        return Err(StoreError::Invalid(format!("an update both sets and removes {both}")));
+    }
+    Ok(())
+}
+
 /// Checks the rules every store enforces on a transaction, before touching anything.
 pub fn check_transaction(ops: &[TxOp]) -> Result<(), StoreError> {
     if ops.is_empty() || ops.len() > MAX_TRANSACTION_OPS {

@@ -3,7 +3,14 @@
 //! The event source mapping is configured with `ReportBatchItemFailures`: records named here are
 //! retried (from the lowest sequence number on), the rest count as done. A record is failed when
 //! it cannot be read, or when its room's subscribers could not be read, so none of them got it.
-//! A retry may deliver an event twice to some subscribers; clients drop repeats by seq.
+//! A retry may deliver an event twice to some subscribers; clients drop repeats by seq. A record
+//! that cannot be read will not be readable on retry either; it is reported anyway so that, once
+//! the retries are spent, it lands in the on-failure queue where someone can look at it.
+//!
+//! A post that fails for a reason other than 410 (throttled after the SDK's retries, 5xx) only
+//! costs that connection those events: failing the record would re-post the room's whole batch to
+//! every subscriber, and one bad connection would hold every later batch of its room. The client
+//! recovers with `sync` when it sees a gap or reconnects.
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
@@ -20,10 +27,20 @@ pub async fn fanout(fanout: &Fanout, event: Event) -> DynamoDbEventResponse {
     let mut sequence_numbers = Vec::with_capacity(event.records.len());
     for record in &event.records {
         let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
-        match change_from_record(record) {
+        // A record is read whole here, its event included, so one damaged record fails alone
+        // instead of failing the plan of the whole batch.
+        let readable = change_from_record(record).and_then(|change| {
+            change.new.as_ref().map(layout::event_from_item).transpose()?;
+            Ok(change)
+        });
+        match readable {
             Ok(change) => {
                 changes.push(change);
                 sequence_numbers.push(sequence_number);
+            }
+            Err(error) if sequence_number.is_empty() => {
+                // An empty itemIdentifier would fail the whole batch; this record cannot be named.
+                tracing::error!(error = %Chain(&error), "unreadable stream record without a sequence number");
             }
             Err(error) => {
                 tracing::error!(sequence_number, error = %Chain(&error), "unreadable stream record");

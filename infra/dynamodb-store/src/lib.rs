@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{
 };
 use livesync_core::store::{
     ChangeFeed, Condition, FailedCondition, Item, Key, Order, Page, Query, SortKeys, Store, StoreError, Transaction,
-    TxOp, Update, Write, check_transaction,
+    TxOp, Update, Write, check_transaction, check_update,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub use table::{TableSpec, create_table};
 /// The table name the template gives, used when no other is configured.
 pub const DEFAULT_TABLE: &str = "livesync";
 
-/// Times a transaction cancelled by a concurrent transaction on the same item is retried.
+/// Times a transaction cancelled by contention or throttling (not by a condition) is retried.
 const TRANSACTION_CONFLICT_RETRIES: u32 = 8;
 
 /// The HTTP client every LiveSync AWS client uses: rustls on ring.
@@ -186,6 +186,7 @@ impl Store for DynamoStore {
     }
 
     async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Write, StoreError> {
+        check_update(&update)?;
         let mut expression = expression(&condition);
         let mut clauses = Vec::new();
         let sets: Vec<String> = update
@@ -278,8 +279,14 @@ impl Store for DynamoStore {
                     Some("ConditionalCheckFailed") => {
                         failed.push(FailedCondition { index, current: current(reason.item())? })
                     }
-                    // Another transaction held the item: nothing is known about the condition.
-                    Some("TransactionConflict") => contended = true,
+                    // Another transaction held an item, or the table was throttled: nothing is known
+                    // about the condition, and the same request may well succeed shortly.
+                    Some(
+                        "TransactionConflict"
+                        | "ThrottlingError"
+                        | "ProvisionedThroughputExceeded"
+                        | "RequestLimitExceeded",
+                    ) => contended = true,
                     _ => {}
                 }
             }
@@ -288,7 +295,8 @@ impl Store for DynamoStore {
             }
             if contended && attempt < TRANSACTION_CONFLICT_RETRIES {
                 attempt += 1;
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                // Exponential, from 10 ms to 640 ms: about 1.3 s in all before giving up.
+                tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
                 continue;
             }
             return Err(unavailable(error));

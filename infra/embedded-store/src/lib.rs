@@ -22,7 +22,7 @@ mod db;
 use async_trait::async_trait;
 use livesync_core::store::{
     Change, ChangeFeed, Condition, Item, Key, Page, Query, Store, StoreError, Transaction, TxOp, Update, Write,
-    check_transaction,
+    check_transaction, check_update,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -205,6 +205,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Write, StoreError> {
+        check_update(&update)?;
         let key = key.clone();
         self.run(move |db| db.update(&key, &update, &condition)).await
     }

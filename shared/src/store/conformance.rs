@@ -33,6 +33,7 @@ macro_rules! store_conformance_tests {
             a_versioned_put_succeeds_only_on_the_expected_version,
             an_exists_condition_on_a_missing_item_conflicts_with_nothing,
             an_update_sets_and_removes_attributes_and_keeps_the_rest,
+            an_update_of_the_key_or_of_one_attribute_twice_is_invalid,
             a_versioned_update_conflicts_with_the_current_item,
             deletes_are_conditional_and_absent_items_delete_cleanly,
             a_transaction_applies_all_of_its_steps,
@@ -50,6 +51,7 @@ macro_rules! store_conformance_tests {
             separate_engines_sharing_the_store_never_share_or_skip_a_seq,
             an_engine_far_behind_the_head_still_takes_the_next_seq,
             the_same_client_id_through_two_engines_is_one_event,
+            a_publish_whose_answer_was_lost_and_retried_is_stored_once,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
@@ -132,6 +134,19 @@ pub async fn an_update_sets_and_removes_attributes_and_keeps_the_rest(store: Arc
     assert_eq!(store.update(&key, update, Condition::Always).await.unwrap(), Write::Done);
     let expected = item("P#update", "doc").with("a", Attr::N(10)).with("b", Attr::S("two".into()));
     assert_eq!(store.get(&key).await.unwrap(), Some(expected));
+}
+
+pub async fn an_update_of_the_key_or_of_one_attribute_twice_is_invalid(store: Arc<dyn Store>) {
+    let key = Key::new("P#update-invalid", "doc");
+    for update in [
+        Update::default().set("sk", Attr::S("moved".into())),
+        Update::default().remove("pk"),
+        Update::default().set("a", Attr::N(1)).remove("a"),
+    ] {
+        let outcome = store.update(&key, update.clone(), Condition::Always).await;
+        assert!(matches!(outcome, Err(StoreError::Invalid(_))), "{update:?}: {outcome:?}");
+    }
+    assert_eq!(store.get(&key).await.unwrap(), None, "an invalid update writes nothing");
 }
 
 pub async fn a_versioned_update_conflicts_with_the_current_item(store: Arc<dyn Store>) {
@@ -471,4 +486,46 @@ pub async fn the_same_client_id_through_two_engines_is_one_event(store: Arc<dyn 
     assert_eq!(acked_seq(b), 1);
     let next = first.handle("c1", "q3", r#"{"action":"publish","room":"r","data":0}"#).await;
     assert_eq!(acked_seq(next), 2, "the repeat created no event");
+}
+
+/// A store whose every put reaches the table twice, as when an SDK retries a put whose answer
+/// was lost: the second attempt finds the first one's item.
+struct RetriedPuts(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for RetriedPuts {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn put(&self, item: Item, condition: Condition) -> Result<Write, StoreError> {
+        match self.0.put(item.clone(), condition.clone()).await? {
+            Write::Done => self.0.put(item, condition).await,
+            conflict => Ok(conflict),
+        }
+    }
+    async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Write, StoreError> {
+        self.0.update(key, update, condition).await
+    }
+    async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError> {
+        self.0.delete(key, condition).await
+    }
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<Transaction, StoreError> {
+        self.0.transact(ops).await
+    }
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        self.0.query(query).await
+    }
+    async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError> {
+        self.0.change_feed().await
+    }
+}
+
+pub async fn a_publish_whose_answer_was_lost_and_retried_is_stored_once(store: Arc<dyn Store>) {
+    let retried: Arc<dyn Store> = Arc::new(RetriedPuts(store.clone()));
+    let publisher = engine(&retried);
+    let body = r#"{"action":"publish","room":"lost","data":"once"}"#;
+    assert_eq!(acked_seq(publisher.handle("c1", "req-1", body).await), 1);
+    assert_eq!(acked_seq(publisher.handle("c1", "req-2", body).await), 2);
+    let page = store.query(crate::layout::events_after("lost", 0, 10)).await.unwrap();
+    assert_eq!(page.items.len(), 2, "each publish stored exactly once");
 }
