@@ -1,10 +1,15 @@
 //! The change feed of the DynamoDB store: the table's stream, read the way Lambda's event source
-//! mapping reads it (every open shard, polled a few times a second), for hosts that fan out
-//! themselves (the local runner with `--store dynamodb`). On AWS the stream triggers the fanout
-//! Lambda instead, and this module is not used.
+//! mapping reads it, for hosts that fan out themselves (the local runner with `--store dynamodb`).
+//! On AWS the stream triggers the fanout Lambda instead, and this module is not used.
+//!
+//! A stream is a set of shards; a shard splits into children as the table grows, and a child
+//! holds only changes made after its parent closed. Per shard (so per partition), records are in
+//! write order. To keep that order across a split, a child is read only once its parent has been
+//! read to its end. A failed read never loses a shard: its iterator is acquired again after the
+//! last record read (iterators also expire after 15 minutes).
 
 use async_trait::async_trait;
-use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, ShardIteratorType};
+use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, Shard, ShardIteratorType};
 use livesync_core::store::{Change, ChangeFeed, ChangeKind, Item, Key, StoreError, StoredAttr};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -19,12 +24,26 @@ fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> StoreE
     StoreError::Unavailable(Box::new(error))
 }
 
+/// Where reading a shard stands.
+struct ShardCursor {
+    id: String,
+    parent: Option<String>,
+    /// The next iterator; `None` when it must be acquired again (first read, or after an error).
+    iterator: Option<String>,
+    /// The last record read, to resume after it.
+    last_sequence_number: Option<String>,
+    /// Where to start when nothing has been read yet.
+    start: ShardIteratorType,
+}
+
 pub struct StreamFeed {
     streams: aws_sdk_dynamodbstreams::Client,
     stream_arn: String,
-    /// Open shards and where to read next.
-    iterators: Vec<(String, String)>,
-    known_shards: HashSet<String>,
+    shards: Vec<ShardCursor>,
+    /// Every shard ever seen, read or skipped.
+    known: HashSet<String>,
+    /// Shards read to their end: their children may start.
+    finished: HashSet<String>,
     described_at: Instant,
     pending: VecDeque<Change>,
 }
@@ -45,69 +64,150 @@ impl StreamFeed {
         let mut feed = StreamFeed {
             streams,
             stream_arn,
-            iterators: Vec::new(),
-            known_shards: HashSet::new(),
+            shards: Vec::new(),
+            known: HashSet::new(),
+            finished: HashSet::new(),
             described_at: Instant::now(),
             pending: VecDeque::new(),
         };
-        feed.discover(ShardIteratorType::Latest).await?;
+        // Now: the open shards from their latest record; closed ones are history.
+        for shard in feed.describe().await? {
+            let Some(id) = shard.shard_id().map(str::to_owned) else { continue };
+            feed.known.insert(id.clone());
+            if is_closed(&shard) {
+                feed.finished.insert(id);
+            } else {
+                // Taken now, not at the first read: "from now on" means from this call.
+                let mut open = cursor(&shard, id, ShardIteratorType::Latest);
+                let iterator = feed
+                    .streams
+                    .get_shard_iterator()
+                    .stream_arn(&feed.stream_arn)
+                    .shard_id(&open.id)
+                    .shard_iterator_type(ShardIteratorType::Latest)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                open.iterator = iterator.shard_iterator().map(str::to_owned);
+                feed.shards.push(open);
+            }
+        }
         Ok(feed)
     }
 
-    /// Starts reading shards not seen before: at `start` for the first description, from their
-    /// beginning afterwards (a new shard holds only changes made after it opened).
-    async fn discover(&mut self, start: ShardIteratorType) -> Result<(), StoreError> {
-        let description =
-            self.streams.describe_stream().stream_arn(&self.stream_arn).send().await.map_err(unavailable)?;
-        let shards = description.stream_description().map(|d| d.shards()).unwrap_or_default();
-        for shard in shards {
-            let Some(id) = shard.shard_id() else { continue };
-            if !self.known_shards.insert(id.to_owned()) {
-                continue;
-            }
-            let open = shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_none();
-            if !open {
-                continue;
-            }
-            let iterator = self
+    /// Every shard of the stream, all pages of them.
+    async fn describe(&mut self) -> Result<Vec<Shard>, StoreError> {
+        let mut shards = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
                 .streams
-                .get_shard_iterator()
+                .describe_stream()
                 .stream_arn(&self.stream_arn)
-                .shard_id(id)
-                .shard_iterator_type(start.clone())
+                .set_exclusive_start_shard_id(after.take())
                 .send()
                 .await
                 .map_err(unavailable)?;
-            if let Some(iterator) = iterator.shard_iterator() {
-                self.iterators.push((id.to_owned(), iterator.to_owned()));
+            let Some(description) = page.stream_description() else { break };
+            shards.extend(description.shards().iter().cloned());
+            match description.last_evaluated_shard_id() {
+                Some(last) => after = Some(last.to_owned()),
+                None => break,
             }
         }
         self.described_at = Instant::now();
+        Ok(shards)
+    }
+
+    /// Adds shards not seen before, each read from its beginning (a new shard holds only changes
+    /// made after it opened), closed ones included: a shard may open and close between looks.
+    async fn discover(&mut self) -> Result<(), StoreError> {
+        for shard in self.describe().await? {
+            let Some(id) = shard.shard_id().map(str::to_owned) else { continue };
+            if self.known.insert(id.clone()) {
+                self.shards.push(cursor(&shard, id, ShardIteratorType::TrimHorizon));
+            }
+        }
         Ok(())
     }
 
-    async fn poll(&mut self, max: usize) -> Result<(), StoreError> {
-        let mut still_open = Vec::with_capacity(self.iterators.len());
-        for (shard, iterator) in std::mem::take(&mut self.iterators) {
-            let output = self
-                .streams
-                .get_records()
-                .shard_iterator(iterator)
-                .limit(i32::try_from(max).unwrap_or(1000).clamp(1, 1000))
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for record in output.records() {
-                self.pending.push_back(change_from_record(record)?);
+    /// Reads every shard that may be read now once. A shard whose read fails is kept, to be
+    /// resumed after its last record on the next poll.
+    async fn poll(&mut self, max: usize) {
+        let limit = i32::try_from(max).unwrap_or(1000).clamp(1, 1000);
+        let mut index = 0;
+        while index < self.shards.len() {
+            let parent_done =
+                self.shards[index].parent.as_ref().is_none_or(|p| !self.known.contains(p) || self.finished.contains(p));
+            if !parent_done {
+                index += 1;
+                continue;
             }
-            // No next iterator: the shard is closed and fully read.
-            if let Some(next) = output.next_shard_iterator() {
-                still_open.push((shard, next.to_owned()));
+            match self.read_shard(index, limit).await {
+                Ok(true) => {
+                    let done = self.shards.remove(index);
+                    self.finished.insert(done.id);
+                }
+                Ok(false) => index += 1,
+                Err(error) => {
+                    tracing::warn!(shard = self.shards[index].id, %error, "stream read failed; resuming after the last record");
+                    self.shards[index].iterator = None;
+                    index += 1;
+                }
             }
         }
-        self.iterators = still_open;
-        Ok(())
     }
+
+    /// Reads one batch of a shard; `true` once the shard is closed and read to its end.
+    async fn read_shard(&mut self, index: usize, limit: i32) -> Result<bool, StoreError> {
+        let shard = &mut self.shards[index];
+        let iterator = match shard.iterator.take() {
+            Some(iterator) => iterator,
+            None => {
+                let request = self.streams.get_shard_iterator().stream_arn(&self.stream_arn).shard_id(&shard.id);
+                let request = match &shard.last_sequence_number {
+                    Some(sequence) => {
+                        request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).sequence_number(sequence)
+                    }
+                    None => request.shard_iterator_type(shard.start.clone()),
+                };
+                let output = request.send().await.map_err(unavailable)?;
+                match output.shard_iterator() {
+                    Some(iterator) => iterator.to_owned(),
+                    None => return Ok(true),
+                }
+            }
+        };
+        let output =
+            self.streams.get_records().shard_iterator(iterator).limit(limit).send().await.map_err(unavailable)?;
+        for record in output.records() {
+            match change_from_record(record) {
+                Ok(change) => self.pending.push_back(change),
+                // Reading it again would fail again: skip it rather than stall the shard.
+                Err(error) => tracing::error!(shard = shard.id, %error, "unreadable stream record skipped"),
+            }
+            if let Some(sequence) = record.dynamodb().and_then(|d| d.sequence_number()) {
+                shard.last_sequence_number = Some(sequence.to_owned());
+            }
+        }
+        // No next iterator: the shard is closed and fully read.
+        shard.iterator = output.next_shard_iterator().map(str::to_owned);
+        Ok(shard.iterator.is_none())
+    }
+}
+
+fn cursor(shard: &Shard, id: String, start: ShardIteratorType) -> ShardCursor {
+    ShardCursor {
+        id,
+        parent: shard.parent_shard_id().map(str::to_owned),
+        iterator: None,
+        last_sequence_number: None,
+        start,
+    }
+}
+
+fn is_closed(shard: &Shard) -> bool {
+    shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some()
 }
 
 #[async_trait]
@@ -115,15 +215,17 @@ impl ChangeFeed for StreamFeed {
     async fn next_batch(&mut self, max: usize) -> Result<Vec<Change>, StoreError> {
         let max = max.max(1);
         loop {
+            if self.described_at.elapsed() >= DESCRIBE_EVERY
+                && let Err(error) = self.discover().await
+            {
+                tracing::warn!(%error, "describing the stream failed; trying again later");
+            }
             if self.pending.is_empty() {
-                self.poll(max).await?;
+                self.poll(max).await;
             }
             if !self.pending.is_empty() {
                 let take = self.pending.len().min(max);
                 return Ok(self.pending.drain(..take).collect());
-            }
-            if self.described_at.elapsed() >= DESCRIBE_EVERY {
-                self.discover(ShardIteratorType::TrimHorizon).await?;
             }
             tokio::time::sleep(POLL_EVERY).await;
         }
