@@ -261,3 +261,43 @@ fn item_from_image(image: &HashMap<String, AttributeValue>) -> Result<Item, Stor
         (name.as_str(), value)
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DynamoStore, create_table, emulator_config};
+    use livesync_core::store::{Condition, Store};
+
+    async fn moto_store(name: &str) -> DynamoStore {
+        let endpoint =
+            std::env::var("LIVESYNC_MOTO_ENDPOINT").expect("LIVESYNC_MOTO_ENDPOINT (scripts/test starts moto)");
+        let config = emulator_config(&endpoint).await;
+        let table = format!("{name}-{}", std::process::id());
+        create_table(&aws_sdk_dynamodb::Client::new(&config), &table).await.unwrap();
+        DynamoStore::new(&config, table)
+    }
+
+    async fn next_keys(feed: &mut StreamFeed) -> Vec<String> {
+        let batch = tokio::time::timeout(Duration::from_secs(30), feed.next_batch(10)).await.unwrap().unwrap();
+        batch.into_iter().map(|change| change.key.sk).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_read_resumes_after_the_last_record_without_losing_or_repeating_any() {
+        let store = moto_store("feed-resume").await;
+        let mut feed = StreamFeed::latest(store.client(), store.streams.clone(), store.table()).await.unwrap();
+        store.put(Item::new(Key::new("P", "first")), Condition::Always).await.unwrap();
+        assert_eq!(next_keys(&mut feed).await, vec!["first"]);
+
+        // The shard's iterator goes bad (expired, trimmed, a network fault): the next read fails.
+        feed.shards[0].iterator = Some("not-a-valid-iterator".to_owned());
+        store.put(Item::new(Key::new("P", "second")), Condition::Always).await.unwrap();
+        store.put(Item::new(Key::new("P", "third")), Condition::Always).await.unwrap();
+
+        let mut keys = Vec::new();
+        while keys.len() < 2 {
+            keys.extend(next_keys(&mut feed).await);
+        }
+        assert_eq!(keys, vec!["second", "third"]);
+    }
+}
