@@ -1,9 +1,8 @@
-//! The clock capability: event timestamps, TTLs and backoff waits come from here, so tests can
-//! set the time.
+//! The clock capability: event timestamps, TTLs and backoff waits come from here, not from the
+//! machine directly, so a host can supply its own.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -28,31 +27,5 @@ impl Clock for SystemClock {
     /// Both hosts (lambda_runtime and the local runner) run on tokio.
     fn sleep(&self, duration: Duration) -> Wait<'_> {
         Box::pin(tokio::time::sleep(duration))
-    }
-}
-
-/// A clock that only moves when told to.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    pub fn at(ms: u64) -> Self {
-        ManualClock(AtomicU64::new(ms))
-    }
-
-    pub fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// Time jumps forward at once.
-    fn sleep(&self, duration: Duration) -> Wait<'_> {
-        self.advance(duration.as_millis() as u64);
-        Box::pin(std::future::ready(()))
     }
 }

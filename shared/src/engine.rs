@@ -27,18 +27,11 @@ pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     heads: RoomHeads,
-    page_events: usize,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Engine { store, clock, heads: RoomHeads::default(), page_events: PAGE_EVENTS }
-    }
-
-    /// Sets how many events one reply carries at most (a byte budget applies as well).
-    pub fn with_page_events(mut self, page_events: usize) -> Self {
-        self.page_events = page_events.max(1);
-        self
+        Engine { store, clock, heads: RoomHeads::default() }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -87,7 +80,7 @@ impl Engine {
                 // is in the page (or a later one), one committed after it is pushed; a client
                 // may see an event both ways and drops the repeat by its seq.
                 let page = match since {
-                    Some(since) => recovery::events_after(store, &room, since, self.page_events).await?,
+                    Some(since) => recovery::events_after(store, &room, since, PAGE_EVENTS).await?,
                     None => recovery::EventPage { events: Vec::new(), more: false },
                 };
                 let head = ordering::head(store, &room).await?;
@@ -101,7 +94,7 @@ impl Engine {
                 self.publish(connection, request_id, room, id, data, reference).await?
             }
             Request::Sync { room, since } => {
-                let page = recovery::events_after(store, &room, since, self.page_events).await?;
+                let page = recovery::events_after(store, &room, since, PAGE_EVENTS).await?;
                 ServerFrame::Events { room, events: page.events, more: Some(page.more), reference }
             }
             Request::Ping => ServerFrame::Pong { reference },

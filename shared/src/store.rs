@@ -259,16 +259,6 @@ pub enum SortKeys {
     Between(String, String),
 }
 
-impl SortKeys {
-    pub fn contains(&self, sk: &str) -> bool {
-        match self {
-            SortKeys::All => true,
-            SortKeys::Prefix(prefix) => sk.starts_with(prefix.as_str()),
-            SortKeys::Between(low, high) => low.as_str() <= sk && sk <= high.as_str(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
     Ascending,

@@ -5,7 +5,7 @@ use futures_util::{SinkExt, StreamExt};
 use livesync_runner::{Config, Runner};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -59,10 +59,6 @@ impl Local {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
     }
 
     pub async fn client(&self) -> Client {

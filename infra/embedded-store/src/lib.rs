@@ -24,7 +24,7 @@ use livesync_core::store::{
     Change, ChangeFeed, Condition, Item, Key, Page, Query, Store, StoreError, Transaction, TxOp, Update, Write,
     check_transaction, check_update,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::Duration;
@@ -58,7 +58,6 @@ pub struct EmbeddedStore {
     reads: mpsc::Sender<Read>,
     committed: watch::Receiver<i64>,
     feeds: FeedCursors,
-    path: PathBuf,
 }
 
 /// Where each open change feed has read up to; the sweep keeps what the slowest has not read.
@@ -93,12 +92,7 @@ impl EmbeddedStore {
             .name("livesync-store".into())
             .spawn(move || store_thread(connection, inbox, committed_tx, thread_feeds, options))
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        Ok(EmbeddedStore { jobs, reads, committed, feeds, path })
-    }
-
-    /// The SQLite file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(EmbeddedStore { jobs, reads, committed, feeds })
     }
 
     /// Runs the sweep now rather than at its next interval.
