@@ -5,6 +5,7 @@
 
 use aws_lambda_events::dynamodb::Event;
 use livesync_core::clock::SystemClock;
+use livesync_core::ordering::RoomHeads;
 use livesync_core::{Engine, Fanout, layout, membership};
 use livesync_dynamodb::DynamoStore;
 use livesync_lambdas::ApiGatewayPoster;
@@ -65,8 +66,10 @@ async fn the_fanout_function_delivers_a_recorded_batch_and_reports_only_the_dama
     let id = client.connection_id().await;
     let table = moto_table(&moto_config().await, "fanout-fixture").await;
     let (fanout, store) = fanout_function(&local, &table).await;
-    membership::subscribe(store.as_ref(), "fixture", &id, 0).await.unwrap();
-    membership::subscribe(store.as_ref(), "fixture", "gone-connection", 0).await.unwrap();
+    membership::subscribe(store.as_ref(), &SystemClock, &RoomHeads::default(), "fixture", &id, None).await.unwrap();
+    membership::subscribe(store.as_ref(), &SystemClock, &RoomHeads::default(), "fixture", "gone-connection", None)
+        .await
+        .unwrap();
     let batch = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/stream-batch.json")).unwrap();
     let event: Event = serde_json::from_str(&batch).unwrap();
 
@@ -148,7 +151,7 @@ async fn the_fanout_function_delivers_records_read_off_motos_stream() {
 
     // The message function's work, on DynamoDB: the client's subscription, then two publishes.
     let engine = Engine::new(store.clone(), Arc::new(SystemClock));
-    membership::subscribe(store.as_ref(), "live", &id, 0).await.unwrap();
+    membership::subscribe(store.as_ref(), &SystemClock, &RoomHeads::default(), "live", &id, None).await.unwrap();
     for text in ["one", "two"] {
         let body = json!({"action": "publish", "room": "live", "data": text}).to_string();
         let ack = engine.handle("publisher", &format!("req-{text}"), &body).await;

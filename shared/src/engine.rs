@@ -2,18 +2,22 @@
 //!
 //! This is the code behind API Gateway's `$connect`, `$disconnect` and message routes, whoever
 //! hosts it (a Lambda, or the local runner). It holds no per-connection state: everything a
-//! request needs is in the store, so any number of hosts can serve the same rooms.
+//! request needs is in the store, so any number of hosts can serve the same rooms. What each
+//! action does is in its own file under [`crate::actions`].
 
+use crate::actions::Context;
 use crate::clock::Clock;
 use crate::membership;
-use crate::ordering::{self, Publication, PublishError, RoomHeads};
-use crate::protocol::{ClientFrame, ErrorCode, JsonData, Reference, Request, ServerFrame, parse_client_frame};
-use crate::recovery;
+use crate::ordering::{PublishError, RoomHeads};
+use crate::protocol::{ErrorCode, ServerFrame, parse_client_frame};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 
 /// Default number of events in one `joined` or `events` reply.
 pub const PAGE_EVENTS: usize = 100;
+
+/// Default number of versions kept per document, and of edits kept per text.
+pub const HISTORY_VERSIONS: u64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -27,11 +31,18 @@ pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     heads: RoomHeads,
+    history: u64,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Engine { store, clock, heads: RoomHeads::default() }
+        Engine { store, clock, heads: RoomHeads::default(), history: HISTORY_VERSIONS }
+    }
+
+    /// Keeps this many versions per document (and edits per text); at least 1.
+    pub fn with_history(mut self, versions: u64) -> Self {
+        self.history = versions.max(1);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -43,9 +54,10 @@ impl Engine {
         Ok(membership::register(self.store.as_ref(), connection, self.clock.now_ms()).await?)
     }
 
-    /// `$disconnect`: forget the connection and its subscriptions. Returns the rooms it was in.
+    /// `$disconnect`: forget the connection and its subscriptions (members leave presence).
+    /// Returns the number of rooms it was in.
     pub async fn disconnect(&self, connection: &str) -> Result<usize, EngineError> {
-        Ok(membership::forget(self.store.as_ref(), connection).await?)
+        membership::forget(self.store.as_ref(), self.clock.as_ref(), &self.heads, connection).await
     }
 
     /// One client frame in, the direct reply out. Never fails: bad input gets an error frame that
@@ -55,76 +67,27 @@ impl Engine {
             Ok(frame) => frame,
             Err(refusal) => return refusal.into_frame(),
         };
-        let reference = frame.reference.clone();
-        match self.apply(connection, request_id, frame).await {
+        let cx = Context {
+            store: self.store.as_ref(),
+            clock: self.clock.as_ref(),
+            heads: &self.heads,
+            history: self.history,
+            connection,
+            request_id,
+            reference: frame.reference,
+        };
+        match frame.request.apply(&cx).await {
             Ok(reply) => reply,
             Err(error) => {
                 tracing::error!(connection, request_id, error = %Chain(&error), "request failed");
                 ServerFrame::error(
                     ErrorCode::Internal,
                     "the server failed to complete this request; it may not have been applied. \
-                     Retry it (a publish with the same id is never applied twice)",
-                    reference,
+                     Retry it (a write with the same id is never applied twice)",
+                    cx.reference,
                 )
             }
         }
-    }
-
-    async fn apply(&self, connection: &str, request_id: &str, frame: ClientFrame) -> Result<ServerFrame, EngineError> {
-        let ClientFrame { reference, request } = frame;
-        let store = self.store.as_ref();
-        Ok(match request {
-            Request::Join { room, since } => {
-                membership::subscribe(store, &room, connection, self.clock.now_ms()).await?;
-                // The page is read after subscribing: an event committed before the subscription
-                // is in the page (or a later one), one committed after it is pushed; a client
-                // may see an event both ways and drops the repeat by its seq.
-                let page = match since {
-                    Some(since) => recovery::events_after(store, &room, since, PAGE_EVENTS).await?,
-                    None => recovery::EventPage { events: Vec::new(), more: false },
-                };
-                let head = ordering::head(store, &room).await?;
-                ServerFrame::Joined { room, seq: head, events: page.events, more: page.more, reference }
-            }
-            Request::Leave { room } => {
-                membership::unsubscribe(store, &room, connection).await?;
-                ServerFrame::Left { room, reference }
-            }
-            Request::Publish { room, id, data } => {
-                self.publish(connection, request_id, room, id, data, reference).await?
-            }
-            Request::Sync { room, since } => {
-                let page = recovery::events_after(store, &room, since, PAGE_EVENTS).await?;
-                ServerFrame::Events { room, events: page.events, more: Some(page.more), reference }
-            }
-            Request::Ping => ServerFrame::Pong { reference },
-        })
-    }
-
-    async fn publish(
-        &self,
-        connection: &str,
-        request_id: &str,
-        room: String,
-        id: Option<String>,
-        data: JsonData,
-        reference: Option<Reference>,
-    ) -> Result<ServerFrame, EngineError> {
-        let published = ordering::publish(
-            self.store.as_ref(),
-            self.clock.as_ref(),
-            &self.heads,
-            Publication {
-                room: &room,
-                client_id: id.as_deref(),
-                fallback_id: request_id,
-                from: connection,
-                data: &data,
-                now_ms: self.clock.now_ms(),
-            },
-        )
-        .await?;
-        Ok(ServerFrame::Ack { room, seq: published.seq, id: published.id, reference })
     }
 }
 

@@ -8,9 +8,11 @@
 //! bounded number at a time, and each connection's frames in order. A connection that is gone is
 //! forgotten (with its subscriptions) so that no later batch tries it again.
 
+use crate::clock::SystemClock;
 use crate::engine::Chain;
 use crate::layout;
 use crate::membership;
+use crate::ordering::RoomHeads;
 use crate::poster::{Delivery, Frame, Poster};
 use crate::protocol::{Event, MAX_FRAME_BYTES, ServerFrame};
 use crate::store::{Change, ChangeKind, Store, StoreError};
@@ -123,11 +125,14 @@ pub struct Fanout {
     store: Arc<dyn Store>,
     poster: Arc<dyn Poster>,
     concurrency: usize,
+    /// For the presence events of members whose connection turns out gone.
+    clock: SystemClock,
+    heads: RoomHeads,
 }
 
 impl Fanout {
     pub fn new(store: Arc<dyn Store>, poster: Arc<dyn Poster>) -> Self {
-        Fanout { store, poster, concurrency: POST_CONCURRENCY }
+        Fanout { store, poster, concurrency: POST_CONCURRENCY, clock: SystemClock, heads: RoomHeads::default() }
     }
 
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
@@ -195,7 +200,9 @@ impl Fanout {
             match self.poster.post(&connection, frame).await {
                 Ok(Delivery::Sent) => {}
                 Ok(Delivery::Gone) => {
-                    if let Err(error) = membership::forget(self.store.as_ref(), &connection).await {
+                    if let Err(error) =
+                        membership::forget(self.store.as_ref(), &self.clock, &self.heads, &connection).await
+                    {
                         tracing::warn!(connection, error = %Chain(&error), "could not forget a gone connection");
                     }
                     return Outcome::Gone;
@@ -228,6 +235,7 @@ mod tests {
             seq,
             id: format!("e{seq}"),
             from: "c".into(),
+            kind: crate::protocol::EventKind::Publish,
             data: JsonData::from_json(format!("\"{data}\"")).unwrap(),
             ts: 1,
         }

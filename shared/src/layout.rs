@@ -2,19 +2,27 @@
 //!
 //! ```text
 //! pk                 sk                    attributes
-//! ROOM#<room>        EVT#<seq, 20 digits>  seq, id, from, data (JSON text), ts
+//! ROOM#<room>        EVT#<seq, 20 digits>  seq, id, from, kind?, data (JSON text), ts
 //! ROOM#<room>        ID#<event id>         seq                   idempotency record
-//! ROOM#<room>        SUB#<connection>      expires_at            who to fan out to
+//! ROOM#<room>        SUB#<connection>      expires_at, user?     who to fan out to; presence
+//! ROOM#<room>        DOC#<doc>             version, value, strategy, deleted?, ts, from
+//! ROOM#<room>        DOCV#<n>:<doc>#<version, 20 digits>   value, deleted?, ts, from   history
+//! ROOM#<room>        TEXT#<doc>            rev, text
+//! ROOM#<room>        TEXTOP#<n>:<doc>#<rev, 20 digits>     ops (JSON), from   edits to transform past
+//! ROOM#<room>        STOCK#<sku>           level, version
 //! CONN#<connection>  META                  connected_at, expires_at
-//! CONN#<connection>  SUB#<room>            expires_at            what to clean up on disconnect
+//! CONN#<connection>  SUB#<room>            expires_at, user?     what to clean up on disconnect
 //! ```
+//!
+//! History and edit keys carry the name's length (`<n>` bytes) before it, so that one name's
+//! prefix never matches another's: `DOCV#1:a#` cannot begin a key of the document `a#b`.
 //!
 //! A room's events share its partition, so the change feed keeps them in seq order and a `since`
 //! query is one range read. Seqs are zero-padded so that string order is numeric order.
 //! Subscriptions are written twice (room side for fanout, connection side for cleanup), in one
 //! transaction, so that neither path needs a scan or a secondary index.
 
-use crate::protocol::{Event, JsonData};
+use crate::protocol::{Event, EventKind, JsonData};
 use crate::store::{Attr, Item, Key, Query, SortKeys, StoreError, TTL_ATTRIBUTE};
 
 const ROOM: &str = "ROOM#";
@@ -23,6 +31,11 @@ const EVENT: &str = "EVT#";
 const EVENT_ID: &str = "ID#";
 const SUBSCRIPTION: &str = "SUB#";
 const META: &str = "META";
+const DOC: &str = "DOC#";
+const DOC_VERSION: &str = "DOCV#";
+const TEXT: &str = "TEXT#";
+const TEXT_EDIT: &str = "TEXTOP#";
+const STOCK: &str = "STOCK#";
 
 /// How long a connection's items outlive it if `$disconnect` never comes: API Gateway closes
 /// every connection after 2 hours, and $disconnect is best effort.
@@ -41,12 +54,14 @@ pub fn event_key(room: &str, seq: u64) -> Key {
 }
 
 pub fn event_item(event: &Event) -> Item {
-    Item::new(event_key(&event.room, event.seq))
+    let item = Item::new(event_key(&event.room, event.seq))
         .with("seq", Attr::N(seq_attr(event.seq)))
         .with("id", Attr::S(event.id.clone()))
         .with("from", Attr::S(event.from.clone()))
         .with("data", Attr::S(event.data.as_json().to_owned()))
-        .with("ts", Attr::N(event.ts as i64))
+        .with("ts", Attr::N(event.ts as i64));
+    // Publishes, by far the most events, carry no kind: it is their default.
+    if event.kind.is_publish() { item } else { item.with("kind", Attr::S(event.kind.name().to_owned())) }
 }
 
 /// Reads an event item back; `None` for items that are not events.
@@ -57,11 +72,16 @@ pub fn event_from_item(item: &Item) -> Result<Option<Event>, StoreError> {
     let malformed = |reason: &str| StoreError::Malformed { key: item.key.clone(), reason: reason.to_owned() };
     let seq = item.number("seq").ok_or_else(|| malformed("no seq"))?;
     let data = item.string("data").ok_or_else(|| malformed("no data"))?;
+    let kind = match item.string("kind") {
+        None => EventKind::Publish,
+        Some(name) => EventKind::from_name(name).ok_or_else(|| malformed("unknown kind"))?,
+    };
     Ok(Some(Event {
         room: room.to_owned(),
         seq: u64::try_from(seq).map_err(|_| malformed("negative seq"))?,
         id: item.string("id").ok_or_else(|| malformed("no id"))?.to_owned(),
         from: item.string("from").ok_or_else(|| malformed("no from"))?.to_owned(),
+        kind,
         data: JsonData::from_json(data.to_owned()).map_err(|_| malformed("data is not JSON"))?,
         ts: item.number("ts").ok_or_else(|| malformed("no ts"))?.max(0) as u64,
     }))
@@ -77,9 +97,13 @@ pub fn head_of(room: &str) -> Query {
     Query::new(room_pk(room), SortKeys::Prefix(EVENT.to_owned()), 1).descending()
 }
 
-/// The record that makes a publish with a client id idempotent.
+/// The record that makes a write with a client id idempotent.
 pub fn event_id_item(room: &str, id: &str, seq: u64) -> Item {
-    Item::new(Key::new(room_pk(room), format!("{EVENT_ID}{id}"))).with("seq", Attr::N(seq_attr(seq)))
+    Item::new(event_id_key(room, id)).with("seq", Attr::N(seq_attr(seq)))
+}
+
+pub fn event_id_key(room: &str, id: &str) -> Key {
+    Key::new(room_pk(room), format!("{EVENT_ID}{id}"))
 }
 
 /// The `seq` attribute of an event or idempotency record.
@@ -95,13 +119,19 @@ pub fn connection_item(connection: &str, connected_at_ms: u64) -> Item {
         .with(TTL_ATTRIBUTE, Attr::N(connection_expiry(connected_at_ms)))
 }
 
-/// The two items of one subscription: the room's side and the connection's side.
-pub fn subscription_items(room: &str, connection: &str, now_ms: u64) -> [Item; 2] {
+/// The two items of one subscription: the room's side and the connection's side. Both name the
+/// member's `user`, if it joined as one: the room's side for `presence`, the connection's side
+/// so that a disconnect knows to announce its leaving.
+pub fn subscription_items(room: &str, connection: &str, user: Option<&str>, now_ms: u64) -> [Item; 2] {
     let expires = Attr::N(connection_expiry(now_ms));
-    [
+    let items = [
         Item::new(room_subscription_key(room, connection)).with(TTL_ATTRIBUTE, expires.clone()),
         Item::new(connection_subscription_key(connection, room)).with(TTL_ATTRIBUTE, expires),
-    ]
+    ];
+    match user {
+        Some(user) => items.map(|item| item.with("user", Attr::S(user.to_owned()))),
+        None => items,
+    }
 }
 
 pub fn room_subscription_key(room: &str, connection: &str) -> Key {
@@ -132,11 +162,65 @@ pub fn subscriber(item: &Item) -> Option<&str> {
     item.key.sk.strip_prefix(SUBSCRIPTION)
 }
 
+/// A name followed by a separator, with its length first: a prefix that matches only this name.
+fn exact_prefix(kind: &str, name: &str) -> String {
+    format!("{kind}{}:{name}#", name.len())
+}
+
+pub fn doc_key(room: &str, doc: &str) -> Key {
+    Key::new(room_pk(room), format!("{DOC}{doc}"))
+}
+
+pub fn doc_version_key(room: &str, doc: &str, version: u64) -> Key {
+    Key::new(room_pk(room), format!("{}{version:020}", exact_prefix(DOC_VERSION, doc)))
+}
+
+/// A document's kept versions, newest first, before `before` if given.
+pub fn doc_versions(room: &str, doc: &str, before: Option<u64>, limit: usize) -> Query {
+    let query = Query::new(room_pk(room), SortKeys::Prefix(exact_prefix(DOC_VERSION, doc)), limit).descending();
+    match before {
+        Some(version) => query.after(doc_version_key(room, doc, version).sk),
+        None => query,
+    }
+}
+
+pub fn text_key(room: &str, doc: &str) -> Key {
+    Key::new(room_pk(room), format!("{TEXT}{doc}"))
+}
+
+pub fn text_edit_key(room: &str, doc: &str, rev: u64) -> Key {
+    Key::new(room_pk(room), format!("{}{rev:020}", exact_prefix(TEXT_EDIT, doc)))
+}
+
+/// A text's kept edits after revision `since`, oldest first.
+pub fn text_edits_after(room: &str, doc: &str, since: u64, limit: usize) -> Query {
+    Query::new(room_pk(room), SortKeys::Prefix(exact_prefix(TEXT_EDIT, doc)), limit)
+        .after(text_edit_key(room, doc, since).sk)
+}
+
+pub fn stock_key(room: &str, sku: &str) -> Key {
+    Key::new(room_pk(room), format!("{STOCK}{sku}"))
+}
+
+/// Every SKU of a room, in sku order, after `after` if given.
+pub fn stock_levels(room: &str, after: Option<&str>, limit: usize) -> Query {
+    let query = Query::new(room_pk(room), SortKeys::Prefix(STOCK.to_owned()), limit);
+    match after {
+        Some(sku) => query.after(stock_key(room, sku).sk),
+        None => query,
+    }
+}
+
+/// The SKU a stock item holds.
+pub fn sku_of(item: &Item) -> Option<&str> {
+    item.key.sk.strip_prefix(STOCK)
+}
+
 fn connection_expiry(now_ms: u64) -> i64 {
     (now_ms / 1000) as i64 + CONNECTION_TTL_SECS
 }
 
-fn seq_attr(seq: u64) -> i64 {
+pub fn seq_attr(seq: u64) -> i64 {
     i64::try_from(seq).expect("a room never reaches 2^63 events")
 }
 
@@ -161,10 +245,21 @@ mod tests {
             seq: 42,
             id: "m1".into(),
             from: "c9".into(),
+            kind: EventKind::Doc,
             data: JsonData::from_json(r#"{"x":[1,"two"]}"#.into()).unwrap(),
             ts: 1_700_000_000_123,
         };
         assert_eq!(event_from_item(&event_item(&event)).unwrap(), Some(event));
+    }
+
+    #[test]
+    fn one_names_history_never_matches_anothers() {
+        let own = doc_versions("r", "a", None, 10);
+        let SortKeys::Prefix(prefix) = &own.sort_keys else { panic!("a prefix query") };
+        assert!(doc_version_key("r", "a", 7).sk.starts_with(prefix.as_str()));
+        assert!(!doc_version_key("r", "a#b", 7).sk.starts_with(prefix.as_str()));
+        assert!(!doc_version_key("r", "a#", 7).sk.starts_with(prefix.as_str()));
+        assert!(!text_edit_key("r", "ab", 1).sk.starts_with(prefix.as_str()));
     }
 
     #[test]
@@ -181,6 +276,7 @@ mod tests {
             seq: 1,
             id: "i".into(),
             from: "c".into(),
+            kind: EventKind::Publish,
             data: JsonData::from_json("1".into()).unwrap(),
             ts: 0,
         });

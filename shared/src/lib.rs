@@ -7,10 +7,15 @@
 //! Modules, from the wire inwards:
 //!
 //! * [`protocol`]: client and server frames, their parsing and every refusal.
-//! * [`engine`]: `$connect`, `$disconnect` and one handler per client action.
+//! * [`engine`]: `$connect`, `$disconnect`, and each client frame to its action.
+//! * [`actions`]: one file per client action (fields, checks, apply), named in one list.
+//! * [`state`]: the read-decide-write loop every shared state change runs, with its event.
+//! * [`documents`]: versioned JSON documents, conflict strategies, history.
+//! * [`text`] and [`texts`]: ot.js-compatible operational transformation, and texts in the store.
+//! * [`stock`]: stock levels that never go below zero.
 //! * [`ordering`]: the next seq of a room, claimed by a conditional write; idempotent publish.
 //! * [`recovery`]: bounded pages of the events after a seq (`join`/`sync` with `since`).
-//! * [`membership`]: connections and their subscriptions; forgetting a gone connection.
+//! * [`membership`]: connections, subscriptions, presence; forgetting a gone connection.
 //! * [`fanout`]: change-feed batch -> per-room frames, encoded once -> every subscriber.
 //! * [`layout`]: the keys and shapes of the items above, in one table.
 //!
@@ -22,7 +27,9 @@
 //! * [`poster::Poster`]: send a frame to a connection, or learn that it is gone.
 //! * [`clock::Clock`]: the time.
 
+pub mod actions;
 pub mod clock;
+pub mod documents;
 pub mod engine;
 pub mod fanout;
 pub mod layout;
@@ -31,7 +38,11 @@ pub mod ordering;
 pub mod poster;
 pub mod protocol;
 pub mod recovery;
+pub mod state;
+pub mod stock;
 pub mod store;
+pub mod text;
+pub mod texts;
 
 pub use engine::{Engine, EngineError};
 pub use fanout::{Fanout, FanoutPlan, FanoutReport};

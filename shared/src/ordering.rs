@@ -18,11 +18,15 @@
 //! A publish that carries a client `id` also writes an idempotency record `ID#<id>` in the same
 //! transaction; if that record exists, the publish is a repeat and is answered with the original
 //! seq, without a second event.
+//!
+//! A change of shared state (a document's new version, a stock level) is appended the same way,
+//! with the state's own conditional writes as more steps of the event's transaction: the change
+//! and its event commit together or not at all, so no reader ever sees one without the other.
 
 use crate::clock::Clock;
 use crate::layout;
-use crate::protocol::{Event, JsonData};
-use crate::store::{Condition, Store, StoreError, Transaction, TxOp, Write};
+use crate::protocol::{Event, EventKind, JsonData};
+use crate::store::{Condition, FailedCondition, Item, Store, StoreError, Transaction, TxOp, Write};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -67,24 +71,36 @@ impl RoomHeads {
     }
 }
 
-/// What a publish needs to know.
-pub struct Publication<'a> {
+/// What an append needs to know.
+pub struct Entry<'a> {
     pub room: &'a str,
-    /// The client's id: makes the publish idempotent.
+    /// The client's id: makes the append idempotent.
     pub client_id: Option<&'a str>,
     /// The id the event gets when the client gave none (the API Gateway request id).
     pub fallback_id: &'a str,
     pub from: &'a str,
+    pub kind: EventKind,
     pub data: &'a JsonData,
     pub now_ms: u64,
+    /// Writes that commit with the event or not at all: the state change the event records.
+    pub steps: Vec<TxOp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub seq: u64,
     pub id: String,
-    /// The id had been published before; `seq` is the original one.
+    /// The id had been used before; `seq` is the original event's.
     pub repeat: bool,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored (or, with `repeat`, stored before under the same client id).
+    Stored(Published),
+    /// A condition of the entry's own steps failed (indexes into `steps`); nothing was written.
+    Refused(Vec<FailedCondition>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,74 +120,115 @@ pub async fn head(store: &dyn Store, room: &str) -> Result<u64, StoreError> {
     }
 }
 
+/// The seq of the event a client id was first used for, if it was.
+pub async fn seq_of_id(store: &dyn Store, room: &str, client_id: &str) -> Result<Option<u64>, StoreError> {
+    match store.get(&layout::event_id_key(room, client_id)).await? {
+        Some(record) => Ok(Some(layout::seq_of(&record)?)),
+        None => Ok(None),
+    }
+}
+
+/// Appends a publish: its event, under the room's next seq.
 pub async fn publish(
     store: &dyn Store,
     clock: &dyn Clock,
     heads: &RoomHeads,
-    p: Publication<'_>,
+    entry: Entry<'_>,
 ) -> Result<Published, PublishError> {
-    let id = p.client_id.unwrap_or(p.fallback_id);
-    let mut known_head = match heads.guess(p.room) {
+    match append(store, clock, heads, entry).await? {
+        Appended::Stored(published) => Ok(published),
+        Appended::Refused(failed) => Err(StoreError::Invalid(format!(
+            "a publish has no conditions of its own, yet steps {:?} failed",
+            failed.iter().map(|f| f.index).collect::<Vec<_>>()
+        ))
+        .into()),
+    }
+}
+
+/// Appends an event to its room's log under the next seq, with the entry's steps in the same
+/// transaction.
+pub async fn append(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    heads: &RoomHeads,
+    entry: Entry<'_>,
+) -> Result<Appended, PublishError> {
+    let id = entry.client_id.unwrap_or(entry.fallback_id);
+    let mut known_head = match heads.guess(entry.room) {
         Some(seq) => seq,
-        None => head(store, p.room).await?,
+        None => head(store, entry.room).await?,
     };
     for attempt in 1..=MAX_ATTEMPTS {
         let seq = known_head + 1;
         let event = layout::event_item(&Event {
-            room: p.room.to_owned(),
+            room: entry.room.to_owned(),
             seq,
             id: id.to_owned(),
-            from: p.from.to_owned(),
-            data: p.data.clone(),
-            ts: p.now_ms,
+            from: entry.from.to_owned(),
+            kind: entry.kind,
+            data: entry.data.clone(),
+            ts: entry.now_ms,
         });
-        let claimed = match p.client_id {
-            None => match store.put(event, Condition::NotExists).await? {
+        let claimed = if entry.client_id.is_none() && entry.steps.is_empty() {
+            match store.put(event, Condition::NotExists).await? {
                 Write::Done => true,
                 // Our own event: an attempt whose answer was lost (the SDK retries such a put)
                 // did write it. The fallback id is the request's own id, so nobody else's is.
                 Write::Conflict { current: Some(item) } => {
-                    item.string("id") == Some(id) && item.string("from") == Some(p.from)
+                    item.string("id") == Some(id) && item.string("from") == Some(entry.from)
                 }
                 Write::Conflict { current: None } => false,
-            },
-            Some(client_id) => {
-                let record = layout::event_id_item(p.room, client_id, seq);
-                let ops = vec![
-                    TxOp::Put { item: event, condition: Condition::NotExists },
-                    TxOp::Put { item: record.clone(), condition: Condition::NotExists },
-                ];
-                match store.transact(ops).await? {
-                    Transaction::Committed => true,
-                    Transaction::Conflict { failed } => match failed.into_iter().find(|f| f.index == 1) {
-                        Some(repeat) => {
-                            let original = match repeat.current {
-                                Some(item) => item,
-                                None => store.get(&record.key).await?.ok_or_else(|| {
-                                    StoreError::Invalid("idempotency record reported present, then absent".to_owned())
-                                })?,
-                            };
-                            let seq = layout::seq_of(&original)?;
-                            return Ok(Published { seq, id: id.to_owned(), repeat: true });
-                        }
-                        None => false,
-                    },
+            }
+        } else {
+            let own_steps = entry.steps.len();
+            let mut ops = entry.steps.clone();
+            ops.push(TxOp::Put { item: event, condition: Condition::NotExists });
+            let record = entry.client_id.map(|client_id| layout::event_id_item(entry.room, client_id, seq));
+            if let Some(record) = &record {
+                ops.push(TxOp::Put { item: record.clone(), condition: Condition::NotExists });
+            }
+            match store.transact(ops).await? {
+                Transaction::Committed => true,
+                Transaction::Conflict { failed } => {
+                    if let Some(repeat) = failed.iter().find(|f| f.index == own_steps + 1) {
+                        let seq = original_seq(store, record.as_ref(), repeat.current.as_ref()).await?;
+                        return Ok(Appended::Stored(Published { seq, id: id.to_owned(), repeat: true }));
+                    }
+                    let refused: Vec<FailedCondition> = failed.into_iter().filter(|f| f.index < own_steps).collect();
+                    if !refused.is_empty() {
+                        return Ok(Appended::Refused(refused));
+                    }
+                    false
                 }
             }
         };
         if claimed {
-            heads.observe(p.room, seq);
-            return Ok(Published { seq, id: id.to_owned(), repeat: false });
+            heads.observe(entry.room, seq);
+            return Ok(Appended::Stored(Published { seq, id: id.to_owned(), repeat: false }));
         }
         // `seq` is taken, so it exists: the next one is claimable without a read.
         known_head = seq;
         if attempt % REREAD_HEAD_AFTER == 0 {
-            known_head = head(store, p.room).await?.max(seq);
+            known_head = head(store, entry.room).await?.max(seq);
         }
-        heads.observe(p.room, known_head);
+        heads.observe(entry.room, known_head);
         clock.sleep(backoff(attempt - 1)).await;
     }
-    Err(PublishError::Contention { room: p.room.to_owned() })
+    Err(PublishError::Contention { room: entry.room.to_owned() })
+}
+
+/// The seq an idempotency record holds: the one DynamoDB returned with the failed condition, or
+/// read back (a store may not return it).
+async fn original_seq(store: &dyn Store, record: Option<&Item>, returned: Option<&Item>) -> Result<u64, StoreError> {
+    if let Some(item) = returned {
+        return layout::seq_of(item);
+    }
+    let record = record.ok_or_else(|| StoreError::Invalid("a repeat without an idempotency record".to_owned()))?;
+    let item = store
+        .get(&record.key)
+        .await?
+        .ok_or_else(|| StoreError::Invalid("idempotency record reported present, then absent".to_owned()))?;
+    layout::seq_of(&item)
 }
 
 #[cfg(test)]

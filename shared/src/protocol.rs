@@ -8,6 +8,7 @@
 //! Parsing is done in two steps so that every failure gets its own error code: first the frame's
 //! envelope (is it JSON, is it an object, which action, which `ref`), then the action's fields.
 
+use crate::actions::{self, Request};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -33,38 +34,6 @@ pub const MAX_REF_BYTES: usize = 256;
 /// event frame's other fields are added, so every event can be pushed and replied as sent.
 pub const MAX_DATA_BYTES: usize = MAX_MESSAGE_BYTES - 4 * 1024;
 
-/// The actions a client may send; anything else is `unknown_action`.
-pub const ACTIONS: [&str; 5] = ["join", "leave", "publish", "sync", "ping"];
-
-/// A client's request, after its envelope has been checked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase")]
-pub enum Request {
-    /// Subscribe to a room; with `since`, also receive the events after that seq.
-    Join {
-        room: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        since: Option<u64>,
-    },
-    /// Unsubscribe from a room.
-    Leave {
-        room: String,
-    },
-    /// Append an event to a room. A repeated `id` is acknowledged with the original seq.
-    Publish {
-        room: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<String>,
-        data: JsonData,
-    },
-    /// Fetch the events after `since`, one page at a time.
-    Sync {
-        room: String,
-        since: u64,
-    },
-    Ping,
-}
-
 /// A client frame: the request and the client's `ref`, echoed in the direct reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientFrame {
@@ -83,9 +52,54 @@ pub struct Event {
     pub id: String,
     /// The connection that published it.
     pub from: String,
+    /// What the event records: a publish (the default, not written on the wire) or a change of
+    /// shared state, whose `data` is then the state after it.
+    #[serde(default, skip_serializing_if = "EventKind::is_publish")]
+    pub kind: EventKind,
     pub data: JsonData,
     /// Acceptance time, milliseconds since the Unix epoch.
     pub ts: u64,
+}
+
+/// What an event of a room's log records. Clients tell state changes from application data by
+/// this field, which only the server sets, so a publish can never pass for a state change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// Application data sent with `publish`.
+    #[default]
+    Publish,
+    /// A document's new version: `data` is its `doc` reply without `type` and `room`.
+    Doc,
+    /// An accepted text edit: `data` is its `text.ack` without `type` and `room`.
+    Text,
+    /// A stock level's new value: `data` is its `stock` reply without `type` and `room`.
+    Stock,
+    /// A member entered or left the room: `{"joined"|"left": {"connection", "user"}}`.
+    Presence,
+}
+
+impl EventKind {
+    pub fn is_publish(&self) -> bool {
+        *self == EventKind::Publish
+    }
+
+    /// The name stored with the event and sent on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Publish => "publish",
+            EventKind::Doc => "doc",
+            EventKind::Text => "text",
+            EventKind::Stock => "stock",
+            EventKind::Presence => "presence",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        [EventKind::Publish, EventKind::Doc, EventKind::Text, EventKind::Stock, EventKind::Presence]
+            .into_iter()
+            .find(|kind| kind.name() == name)
+    }
 }
 
 /// Everything the server sends.
@@ -130,9 +144,74 @@ pub enum ServerFrame {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Reference>,
     },
+    /// A document at one version: the reply to every `doc.*` write and to `doc.get`.
+    Doc {
+        room: String,
+        #[serde(flatten)]
+        state: crate::documents::DocState,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Reference>,
+    },
+    /// Reply to `doc.history`: kept versions, newest first.
+    History {
+        room: String,
+        doc: String,
+        versions: Vec<crate::documents::Version>,
+        more: bool,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Reference>,
+    },
+    /// Reply to `text.get`.
+    Text {
+        room: String,
+        doc: String,
+        rev: u64,
+        text: String,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Reference>,
+    },
+    /// Reply to `text.edit`: the edit as applied (transformed past the edits accepted since the
+    /// client's `rev`), and the text's revision after it.
+    #[serde(rename = "text.ack")]
+    TextAck {
+        room: String,
+        #[serde(flatten)]
+        edit: crate::text::TextEdit,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Reference>,
+    },
+    /// One SKU's stock level: the reply to `stock.set`, `stock.adjust` and `stock.get` with a sku.
+    Stock {
+        room: String,
+        #[serde(flatten)]
+        level: crate::stock::StockLevel,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Reference>,
+    },
+    /// Reply to `stock.get` without a sku: every SKU of the room, in sku order.
+    Stocks {
+        room: String,
+        items: Vec<crate::stock::StockLevel>,
+        more: bool,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Reference>,
+    },
+    /// Reply to `presence`: the members of the room (connections that joined with a `user`).
+    Presence {
+        room: String,
+        members: Vec<crate::membership::Member>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Reference>,
+    },
     Error {
         code: ErrorCode,
         message: String,
+        /// With `conflict`: the document (or stock level) as it stands, to rebase on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current: Option<Box<ServerFrame>>,
+        /// With `insufficient_stock`: the level that could not cover the sale.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<i64>,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Reference>,
     },
@@ -140,7 +219,7 @@ pub enum ServerFrame {
 
 impl ServerFrame {
     pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<Reference>) -> Self {
-        ServerFrame::Error { code, message: message.into(), reference }
+        ServerFrame::Error { code, message: message.into(), current: None, level: None, reference }
     }
 
     /// The frame as JSON text. Serialising these types cannot fail: every map key is a string.
@@ -157,8 +236,14 @@ pub enum ErrorCode {
     BadRequest,
     /// An `action` this server does not know.
     UnknownAction,
-    /// A frame over [`MAX_MESSAGE_BYTES`].
+    /// A frame over [`MAX_MESSAGE_BYTES`], or a value that would grow past what one message holds.
     TooLarge,
+    /// No such document, text, SKU or version (a version older than the kept history).
+    NotFound,
+    /// A write based on a stale version; the error's `current` holds the state to rebase on.
+    Conflict,
+    /// A stock adjustment that would take the level below zero; the error's `level` says what is left.
+    InsufficientStock,
     /// The server failed; the request may or may not have been applied.
     Internal,
 }
@@ -173,12 +258,12 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>, reference: Option<Reference>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>, reference: Option<Reference>) -> Self {
         Refusal { code, message: message.into(), reference }
     }
 
     pub fn into_frame(self) -> ServerFrame {
-        ServerFrame::Error { code: self.code, message: self.message, reference: self.reference }
+        ServerFrame::error(self.code, self.message, self.reference)
     }
 }
 
@@ -212,7 +297,7 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
         None => {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,
-                format!("frame has no \"action\"; expected one of {}", ACTIONS.join(", ")),
+                format!("frame has no \"action\"; expected one of {}", actions::NAMES.join(", ")),
                 reference,
             ));
         }
@@ -225,52 +310,66 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
             ));
         }
     };
-    if !ACTIONS.contains(&action) {
+    let Some(parsed) = Request::parse(action, &envelope) else {
         return Err(Refusal::new(
             ErrorCode::UnknownAction,
-            format!("unknown action \"{action}\"; expected one of {}", ACTIONS.join(", ")),
+            format!("unknown action \"{action}\"; expected one of {}", actions::NAMES.join(", ")),
             reference,
         ));
+    };
+    match parsed {
+        Ok(request) => Ok(ClientFrame { reference, request }),
+        Err(Invalid { code, message }) => Err(Refusal { code, message, reference }),
     }
-    let request: Request = serde_json::from_value(envelope.clone()).map_err(|e| {
-        Refusal::new(ErrorCode::BadRequest, format!("invalid \"{action}\" frame: {e}"), reference.clone())
-    })?;
-    if let Request::Publish { data, .. } = &request
-        && data.as_json().len() > MAX_DATA_BYTES
-    {
-        return Err(Refusal::new(
-            ErrorCode::TooLarge,
-            format!("\"data\" is {} bytes; the limit is {MAX_DATA_BYTES} bytes", data.as_json().len()),
-            reference,
-        ));
-    }
-    validate(&request).map_err(|message| Refusal::new(ErrorCode::BadRequest, message, reference.clone()))?;
-    Ok(ClientFrame { reference, request })
 }
 
-fn validate(request: &Request) -> Result<(), String> {
-    let room = match request {
-        Request::Join { room, .. }
-        | Request::Leave { room }
-        | Request::Publish { room, .. }
-        | Request::Sync { room, .. } => room,
-        Request::Ping => return Ok(()),
-    };
-    if room.is_empty() || room.len() > MAX_ROOM_BYTES {
-        return Err(format!("\"room\" must be 1 to {MAX_ROOM_BYTES} bytes long"));
+/// Why an action's fields were refused, before the `ref` is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Invalid { code: ErrorCode::BadRequest, message: message.into() }
     }
-    if room.chars().any(char::is_control) {
-        return Err("\"room\" must not contain control characters".to_owned());
+}
+
+/// Checks a room, document or SKU name: it becomes part of a store key and is shown to people.
+pub fn check_name(field: &str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() || name.len() > MAX_ROOM_BYTES {
+        return Err(Invalid::bad_request(format!("\"{field}\" must be 1 to {MAX_ROOM_BYTES} bytes long")));
     }
-    if let Request::Publish { id: Some(id), .. } = request
-        && (id.is_empty() || id.len() > MAX_ID_BYTES)
-    {
-        return Err(format!("\"id\" must be 1 to {MAX_ID_BYTES} bytes long"));
+    if name.chars().any(char::is_control) {
+        return Err(Invalid::bad_request(format!("\"{field}\" must not contain control characters")));
     }
     Ok(())
 }
 
-fn json_kind(value: &serde_json::Value) -> &'static str {
+/// Checks a client-chosen id of an idempotent write.
+pub fn check_id(id: Option<&str>) -> Result<(), Invalid> {
+    match id {
+        Some(id) if id.is_empty() || id.len() > MAX_ID_BYTES => {
+            Err(Invalid::bad_request(format!("\"id\" must be 1 to {MAX_ID_BYTES} bytes long")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks that a JSON value fits in one event and one reply.
+pub fn check_data(field: &str, data: &JsonData) -> Result<(), Invalid> {
+    let bytes = data.as_json().len();
+    if bytes > MAX_DATA_BYTES {
+        return Err(Invalid {
+            code: ErrorCode::TooLarge,
+            message: format!("\"{field}\" is {bytes} bytes; the limit is {MAX_DATA_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",
@@ -352,6 +451,7 @@ mod tests {
             seq,
             id: format!("m{seq}"),
             from: "c1".into(),
+            kind: EventKind::Publish,
             data: data(json!({"text": "hi", "n": [1, 2.5, null]})),
             ts: 1_764_000_000_000,
         }
@@ -383,23 +483,86 @@ mod tests {
             reference: None,
         });
         round_trips(ServerFrame::Pong { reference: Some(data(json!(42))) });
+        round_trips(ServerFrame::Event(Event { kind: EventKind::Stock, ..event(3) }));
+        round_trips(ServerFrame::Stock {
+            room: "shop".into(),
+            level: crate::stock::StockLevel { sku: "tee".into(), level: 4, version: 7, delta: Some(-1) },
+            reference: reference.clone(),
+        });
+        round_trips(ServerFrame::TextAck {
+            room: "r".into(),
+            edit: crate::text::TextEdit {
+                doc: "t".into(),
+                rev: 3,
+                ops: serde_json::from_str(r#"[1,"a",-2]"#).unwrap(),
+            },
+            reference: None,
+        });
+        round_trips(ServerFrame::Presence {
+            room: "r".into(),
+            members: vec![crate::membership::Member { connection: "c1".into(), user: "ann".into() }],
+            reference: None,
+        });
+        round_trips(ServerFrame::Error {
+            code: ErrorCode::InsufficientStock,
+            message: "no".into(),
+            current: None,
+            level: Some(0),
+            reference: None,
+        });
         round_trips(ServerFrame::error(ErrorCode::TooLarge, "too big", None));
     }
 
     #[test]
-    fn every_request_round_trips() {
-        for request in [
-            Request::Join { room: "a".into(), since: Some(4) },
-            Request::Join { room: "a".into(), since: None },
-            Request::Leave { room: "a".into() },
-            Request::Publish { room: "a".into(), id: Some("x".into()), data: data(json!({"k": 1})) },
-            Request::Publish { room: "a".into(), id: None, data: data(json!("text")) },
-            Request::Sync { room: "a".into(), since: 0 },
-            Request::Ping,
+    fn every_action_parses_from_its_documented_frame() {
+        let frames = [
+            json!({"action": "join", "room": "a", "since": 4, "user": "ann"}),
+            json!({"action": "leave", "room": "a"}),
+            json!({"action": "publish", "room": "a", "id": "x", "data": {"k": 1}}),
+            json!({"action": "sync", "room": "a", "since": 0}),
+            json!({"action": "ping"}),
+            json!({"action": "presence", "room": "a"}),
+            json!({"action": "doc.get", "room": "a", "doc": "d", "version": 2}),
+            json!({"action": "doc.put", "room": "a", "doc": "d", "base": 0, "value": {"x": 1}, "strategy": "merge"}),
+            json!({"action": "doc.patch", "room": "a", "doc": "d", "base": 1, "patch": {"x": null}}),
+            json!({"action": "doc.incr", "room": "a", "doc": "d", "path": "/n", "by": 2.5}),
+            json!({"action": "doc.delete", "room": "a", "doc": "d", "base": 3}),
+            json!({"action": "doc.history", "room": "a", "doc": "d", "before": 9}),
+            json!({"action": "doc.rollback", "room": "a", "doc": "d", "to": 1, "base": 3}),
+            json!({"action": "text.get", "room": "a", "doc": "t"}),
+            json!({"action": "text.edit", "room": "a", "doc": "t", "rev": 0, "ops": ["hi"]}),
+            json!({"action": "stock.set", "room": "a", "sku": "s", "level": 10}),
+            json!({"action": "stock.adjust", "room": "a", "sku": "s", "delta": -1, "id": "sale-1"}),
+            json!({"action": "stock.get", "room": "a"}),
+        ];
+        let mut parsed: Vec<String> = Vec::new();
+        for frame in frames {
+            let text = frame.to_string();
+            assert!(parse_client_frame(&text).is_ok(), "{text}: {:?}", parse_client_frame(&text));
+            parsed.push(frame["action"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(parsed, actions::NAMES, "every action has a documented frame here");
+    }
+
+    #[test]
+    fn ill_typed_state_frames_are_bad_requests_that_name_the_field() {
+        for (body, says) in [
+            (json!({"action": "doc.put", "room": "a", "doc": "d", "value": 1}), "missing field `base`"),
+            (
+                json!({"action": "doc.put", "room": "a", "doc": "d", "base": 0, "value": 1, "strategy": "best"}),
+                "unknown variant `best`",
+            ),
+            (json!({"action": "doc.incr", "room": "a", "doc": "d", "path": "n", "by": 1}), "JSON pointer"),
+            (json!({"action": "doc.incr", "room": "a", "doc": "d", "path": "/n", "by": "1"}), "expected a JSON number"),
+            (json!({"action": "text.edit", "room": "a", "doc": "t", "rev": 0, "ops": [0]}), "0 or \"\""),
+            (json!({"action": "stock.set", "room": "a", "sku": "s", "level": -1}), "invalid value"),
+            (json!({"action": "stock.adjust", "room": "a", "sku": "s", "delta": 0}), "must not be 0"),
+            (json!({"action": "doc.get", "room": "a", "doc": ""}), "\"doc\" must be 1 to 256 bytes"),
+            (json!({"action": "join", "room": "a", "user": "a\u{0}b"}), "\"user\" must not contain control"),
         ] {
-            let text = serde_json::to_string(&request).unwrap();
-            let frame = parse_client_frame(&text).unwrap();
-            assert_eq!(frame.request, request, "{text}");
+            let r = refusal(&body.to_string());
+            assert_eq!(r.code, ErrorCode::BadRequest, "{body}");
+            assert!(r.message.contains(says), "{body}: {}", r.message);
         }
     }
 

@@ -8,11 +8,11 @@
 use aws_lambda_events::apigw::{ApiGatewayRequestIdentity, ApiGatewayWebsocketProxyRequest};
 use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
-use livesync_core::protocol::ACTIONS;
+use livesync_core::actions;
 use std::net::SocketAddr;
 
 /// The routes the template declares besides `$connect`, `$disconnect` and `$default`.
-pub const ACTION_ROUTES: [&str; 5] = ACTIONS;
+pub const ACTION_ROUTES: &[&str] = actions::NAMES;
 
 pub const DEFAULT_ROUTE: &str = "$default";
 

@@ -52,6 +52,13 @@ macro_rules! store_conformance_tests {
             an_engine_far_behind_the_head_still_takes_the_next_seq,
             the_same_client_id_through_two_engines_is_one_event,
             a_publish_whose_answer_was_lost_and_retried_is_stored_once,
+            a_stale_version_in_a_transaction_fails_that_step_and_writes_nothing,
+            sixteen_buyers_of_ten_units_sell_exactly_ten_and_retries_sell_once,
+            concurrent_increments_all_count,
+            of_two_writes_at_one_base_version_one_wins_and_one_conflicts_with_the_current_state,
+            concurrent_text_edits_converge_on_the_server_text,
+            every_state_change_is_an_event_of_its_room_in_version_order,
+            a_member_who_disconnects_leaves_presence_once,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
@@ -528,4 +535,216 @@ pub async fn a_publish_whose_answer_was_lost_and_retried_is_stored_once(store: A
     assert_eq!(acked_seq(publisher.handle("c1", "req-2", body).await), 2);
     let page = store.query(crate::layout::events_after("lost", 0, 10)).await.unwrap();
     assert_eq!(page.items.len(), 2, "each publish stored exactly once");
+}
+
+pub async fn a_stale_version_in_a_transaction_fails_that_step_and_writes_nothing(store: Arc<dyn Store>) {
+    let doc = item("ROOM#r", "DOC#d").with("version", Attr::N(3));
+    put(store.as_ref(), doc.clone()).await;
+    let ops = vec![
+        TxOp::Put {
+            item: doc.clone().with("version", Attr::N(4)),
+            condition: Condition::Equals { attr: "version".into(), value: Attr::N(2) },
+        },
+        TxOp::Put { item: item("ROOM#r", "EVT#1"), condition: Condition::NotExists },
+        TxOp::Delete { key: Key::new("ROOM#r", "DOCV#pruned"), condition: Condition::Always },
+    ];
+    match store.transact(ops).await.unwrap() {
+        Transaction::Conflict { failed } => {
+            assert_eq!(failed.len(), 1, "{failed:?}");
+            assert_eq!(failed[0].index, 0);
+            assert_eq!(failed[0].current.as_ref().and_then(|c| c.number("version")), Some(3));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.get(&Key::new("ROOM#r", "EVT#1")).await.unwrap(), None, "the event was not written");
+    assert_eq!(store.get(&doc.key).await.unwrap(), Some(doc));
+}
+
+/// One request through an engine; the reply as JSON.
+async fn ask(engine: &Engine, connection: &str, request_id: &str, body: serde_json::Value) -> serde_json::Value {
+    let reply = engine.handle(connection, request_id, &body.to_string()).await;
+    serde_json::from_str(&reply.to_json()).expect("replies are JSON")
+}
+
+/// The room's whole log, oldest first, as JSON events.
+async fn room_log(store: &Arc<dyn Store>, room: &str) -> Vec<serde_json::Value> {
+    let page = crate::recovery::events_after(store.as_ref(), room, 0, 1000).await.unwrap();
+    assert!(!page.more);
+    page.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect()
+}
+
+pub async fn sixteen_buyers_of_ten_units_sell_exactly_ten_and_retries_sell_once(store: Arc<dyn Store>) {
+    use serde_json::json;
+    let engines = [engine(&store), engine(&store)];
+    ask(&engines[0], "shop", "set", json!({"action": "stock.set", "room": "shop", "sku": "tee", "level": 10})).await;
+    let sale = |n: usize| json!({"action": "stock.adjust", "room": "shop", "sku": "tee", "delta": -1, "id": format!("sale-{n}")});
+    let buy_all = || {
+        let tasks: Vec<_> = (0..16)
+            .map(|n| {
+                let engine = engines[n % 2].clone();
+                let body = sale(n);
+                tokio::spawn(async move { ask(&engine, &format!("buyer-{n}"), &format!("req-{n}"), body).await })
+            })
+            .collect();
+        async move {
+            let mut replies = Vec::new();
+            for task in tasks {
+                replies.push(task.await.unwrap());
+            }
+            replies
+        }
+    };
+    let first = buy_all().await;
+    let sold: Vec<_> = first.iter().filter(|r| r["type"] == "stock").collect();
+    let refused: Vec<_> = first.iter().filter(|r| r["code"] == "insufficient_stock").collect();
+    assert_eq!((sold.len(), refused.len()), (10, 6), "{first:?}");
+    let mut levels: Vec<i64> = sold.iter().map(|r| r["level"].as_i64().unwrap()).collect();
+    levels.sort();
+    assert_eq!(levels, (0..10).collect::<Vec<_>>(), "each sale saw its own level");
+    // Every buyer retries (a lost ack): the sold get their own sale back, nothing sells twice.
+    let retried = buy_all().await;
+    for (before, after) in first.iter().zip(&retried) {
+        if before["type"] == "stock" {
+            assert_eq!(after, before, "a retried sale answers as the sale did");
+        } else {
+            assert_eq!(after["code"], "insufficient_stock");
+        }
+    }
+    let current = ask(&engines[1], "shop", "get", json!({"action": "stock.get", "room": "shop", "sku": "tee"})).await;
+    assert_eq!((current["level"].as_i64(), current["version"].as_u64()), (Some(0), Some(11)), "{current}");
+    let stock_events: Vec<_> = room_log(&store, "shop").await.into_iter().filter(|e| e["kind"] == "stock").collect();
+    assert_eq!(stock_events.len(), 11, "the set and ten sales");
+    assert!(stock_events.iter().all(|e| e["data"]["level"].as_i64().unwrap() >= 0));
+}
+
+pub async fn concurrent_increments_all_count(store: Arc<dyn Store>) {
+    use serde_json::json;
+    const WRITERS: usize = 4;
+    const EACH: usize = 10;
+    let engines = [engine(&store), engine(&store)];
+    ask(
+        &engines[0],
+        "c",
+        "new",
+        json!({"action": "doc.put", "room": "r", "doc": "counter", "base": 0, "value": {"n": 0}}),
+    )
+    .await;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let engine = engines[w % 2].clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    let body = json!({"action": "doc.incr", "room": "r", "doc": "counter", "path": "/n", "by": 1});
+                    let reply = ask(&engine, &format!("w{w}"), &format!("req-{w}-{n}"), body).await;
+                    assert_eq!(reply["type"], "doc", "{reply}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let counter = ask(&engines[1], "c", "get", json!({"action": "doc.get", "room": "r", "doc": "counter"})).await;
+    assert_eq!(counter["value"], json!({"n": WRITERS * EACH}));
+    assert_eq!(counter["version"], json!(WRITERS * EACH + 1));
+}
+
+pub async fn of_two_writes_at_one_base_version_one_wins_and_one_conflicts_with_the_current_state(
+    store: Arc<dyn Store>,
+) {
+    use serde_json::json;
+    let (a, b) = (engine(&store), engine(&store));
+    ask(&a, "c1", "new", json!({"action": "doc.put", "room": "r", "doc": "d", "base": 0, "value": "v1"})).await;
+    let put = |value: &str| json!({"action": "doc.put", "room": "r", "doc": "d", "base": 1, "value": value});
+    let (ra, rb) = tokio::join!(ask(&a, "c1", "qa", put("from a")), ask(&b, "c2", "qb", put("from b")));
+    let (won, lost) = if ra["type"] == "doc" { (ra, rb) } else { (rb, ra) };
+    assert_eq!(won["version"], 2, "{won}");
+    assert_eq!(lost["code"], "conflict", "{lost}");
+    assert_eq!(lost["current"]["version"], 2);
+    assert_eq!(lost["current"]["value"], won["value"], "the conflict carries the winner's value");
+}
+
+pub async fn concurrent_text_edits_converge_on_the_server_text(store: Arc<dyn Store>) {
+    use serde_json::json;
+    let engines = [engine(&store), engine(&store)];
+    let created =
+        ask(&engines[0], "c0", "new", json!({"action": "text.edit", "room": "r", "doc": "t", "rev": 0, "ops": ["ab"]}))
+            .await;
+    assert_eq!(created["rev"], 1, "{created}");
+    // Four writers edit revision 1 at once, each inserting its own letter between a and b.
+    let tasks: Vec<_> = (0..4)
+        .map(|w| {
+            let engine = engines[w % 2].clone();
+            let body = json!({"action": "text.edit", "room": "r", "doc": "t", "rev": 1, "ops": [1, format!("{w}"), 1]});
+            tokio::spawn(async move { ask(&engine, &format!("c{w}"), &format!("q{w}"), body).await })
+        })
+        .collect();
+    let mut revs = Vec::new();
+    for task in tasks {
+        let ack = task.await.unwrap();
+        assert_eq!(ack["type"], "text.ack", "{ack}");
+        revs.push(ack["rev"].as_u64().unwrap());
+    }
+    revs.sort();
+    assert_eq!(revs, vec![2, 3, 4, 5]);
+    let text = ask(&engines[1], "c", "get", json!({"action": "text.get", "room": "r", "doc": "t"})).await;
+    let text = text["text"].as_str().unwrap().to_owned();
+    assert_eq!(text.len(), 6);
+    assert!(text.starts_with('a') && text.ends_with('b') && (0..4).all(|w| text.contains(&w.to_string())), "{text}");
+    // A client that applies the events' edits in seq order ends on the server's text.
+    let mut replica = String::new();
+    for event in room_log(&store, "r").await {
+        let ops: crate::text::Operation = serde_json::from_value(event["data"]["ops"].clone()).unwrap();
+        replica = ops.apply(&replica).unwrap();
+    }
+    assert_eq!(replica, text);
+}
+
+pub async fn every_state_change_is_an_event_of_its_room_in_version_order(store: Arc<dyn Store>) {
+    use serde_json::json;
+    let e = engine(&store);
+    ask(
+        &e,
+        "c",
+        "1",
+        json!({"action": "doc.put", "room": "r", "doc": "d", "base": 0, "value": {"a": 1}, "strategy": "merge"}),
+    )
+    .await;
+    ask(&e, "c", "2", json!({"action": "doc.patch", "room": "r", "doc": "d", "base": 1, "patch": {"b": 2}})).await;
+    ask(&e, "c", "3", json!({"action": "publish", "room": "r", "data": "chat"})).await;
+    ask(&e, "c", "4", json!({"action": "doc.delete", "room": "r", "doc": "d", "base": 2})).await;
+    let log = room_log(&store, "r").await;
+    let kinds: Vec<_> = log.iter().map(|e| e.get("kind").cloned().unwrap_or(json!("publish"))).collect();
+    assert_eq!(kinds, vec![json!("doc"), json!("doc"), json!("publish"), json!("doc")]);
+    assert_eq!(log[1]["data"], json!({"doc": "d", "version": 2, "value": {"a": 1, "b": 2}, "strategy": "merge"}));
+    assert_eq!(log[3]["data"]["deleted"], json!(true));
+    let gone = ask(&e, "c", "5", json!({"action": "doc.get", "room": "r", "doc": "d"})).await;
+    assert_eq!(gone["code"], "not_found");
+}
+
+pub async fn a_member_who_disconnects_leaves_presence_once(store: Arc<dyn Store>) {
+    use serde_json::json;
+    let (a, b) = (engine(&store), engine(&store));
+    for (engine, connection, user) in [(&a, "c1", "ann"), (&b, "c2", "bob")] {
+        engine.connect(connection).await.unwrap();
+        ask(engine, connection, "j", json!({"action": "join", "room": "r", "user": user})).await;
+    }
+    ask(&a, "c3", "j", json!({"action": "join", "room": "r"})).await;
+    let members = ask(&a, "c3", "p", json!({"action": "presence", "room": "r"})).await;
+    assert_eq!(members["members"], json!([{"connection": "c1", "user": "ann"}, {"connection": "c2", "user": "bob"}]));
+    // $disconnect and a gone-connection cleanup race; the leaving is announced once.
+    let (x, y) = tokio::join!(a.disconnect("c1"), b.disconnect("c1"));
+    x.unwrap();
+    y.unwrap();
+    let members = ask(&b, "c3", "p", json!({"action": "presence", "room": "r"})).await;
+    assert_eq!(members["members"], json!([{"connection": "c2", "user": "bob"}]));
+    let presence: Vec<_> = room_log(&store, "r").await.into_iter().map(|e| e["data"].clone()).collect();
+    assert_eq!(
+        presence,
+        vec![
+            json!({"joined": {"connection": "c1", "user": "ann"}}),
+            json!({"joined": {"connection": "c2", "user": "bob"}}),
+            json!({"left": {"connection": "c1", "user": "ann"}}),
+        ]
+    );
 }

@@ -1,0 +1,46 @@
+//! `publish {room, data, id?}`: append application data to the room's log. A repeated `id` is
+//! acknowledged with the original seq and stores nothing.
+
+use super::{Action, Context};
+use crate::engine::EngineError;
+use crate::ordering::{self, Entry};
+use crate::protocol::{EventKind, Invalid, JsonData, ServerFrame, check_data, check_id, check_name};
+use async_trait::async_trait;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Publish {
+    pub room: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    pub data: JsonData,
+}
+
+#[async_trait]
+impl Action for Publish {
+    fn check(&self) -> Result<(), Invalid> {
+        check_data("data", &self.data)?;
+        check_name("room", &self.room)?;
+        check_id(self.id.as_deref())
+    }
+
+    async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {
+        let published = ordering::publish(
+            cx.store,
+            cx.clock,
+            cx.heads,
+            Entry {
+                room: &self.room,
+                client_id: self.id.as_deref(),
+                fallback_id: cx.request_id,
+                from: cx.connection,
+                kind: EventKind::Publish,
+                data: &self.data,
+                now_ms: cx.clock.now_ms(),
+                steps: Vec::new(),
+            },
+        )
+        .await?;
+        Ok(ServerFrame::Ack { room: self.room, seq: published.seq, id: published.id, reference: cx.reference() })
+    }
+}

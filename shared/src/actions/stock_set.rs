@@ -1,0 +1,33 @@
+//! `stock.set {room, sku, level, id?}`: set a SKU's level (a delivery counted, a correction);
+//! creates the SKU.
+
+use super::{Action, Context};
+use crate::engine::EngineError;
+use crate::protocol::{Invalid, ServerFrame, check_id, check_name};
+use crate::state;
+use crate::stock::{Change, StockWrite};
+use async_trait::async_trait;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StockSet {
+    pub room: String,
+    pub sku: String,
+    pub level: u32,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[async_trait]
+impl Action for StockSet {
+    fn check(&self) -> Result<(), Invalid> {
+        check_name("room", &self.room)?;
+        check_name("sku", &self.sku)?;
+        check_id(self.id.as_deref())
+    }
+
+    async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {
+        let write = StockWrite { room: &self.room, sku: &self.sku, change: Change::Set(i64::from(self.level)) };
+        state::commit(cx, &self.room, self.id.as_deref(), &write).await
+    }
+}

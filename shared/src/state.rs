@@ -1,0 +1,122 @@
+//! Shared state changes, whatever the state: read it, decide, write the change and its event in
+//! one transaction, and when another writer came first, read again and decide again.
+//!
+//! Every kind of state (documents, texts, stock levels) says how it is read, what a request
+//! makes of it and how the outcome is replied; this module runs the loop once for all of them,
+//! with the two guarantees every state write gives:
+//!
+//! * **No lost update.** The change's steps are conditional on the state that was read (its
+//!   version), so a write decided on a state someone else has since changed is refused by the
+//!   store, never applied over the other write.
+//! * **Idempotent with an `id`.** The outcome is the event's data; a retry with the same client
+//!   id finds the original event and is answered from it, applying nothing twice.
+
+use crate::actions::Context;
+use crate::engine::EngineError;
+use crate::layout;
+use crate::ordering::{self, Appended, Entry, PublishError};
+use crate::protocol::{ErrorCode, EventKind, JsonData, ServerFrame};
+use crate::store::{StoreError, TxOp};
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Refused writes in a row after which a request gives up. Each refusal means another write of
+/// the same state succeeded, so the state is making progress.
+const MAX_ATTEMPTS: usize = 256;
+
+/// What a request makes of the state it read.
+pub enum Decision<T> {
+    /// Write these steps (conditional on the state read) and record `outcome` as the event.
+    Change { steps: Vec<TxOp>, outcome: T },
+    /// Answer without writing: a conflict, a missing document, too little stock.
+    Reply(ServerFrame),
+}
+
+/// One kind of state write.
+#[async_trait]
+pub trait StateWrite: Send + Sync {
+    type State: Send;
+    /// The event's data and the reply's body.
+    type Outcome: Serialize + DeserializeOwned + Send;
+    const KIND: EventKind;
+
+    async fn read(&self, cx: &Context<'_>) -> Result<Self::State, EngineError>;
+
+    fn decide(&self, cx: &Context<'_>, state: Self::State) -> Result<Decision<Self::Outcome>, EngineError>;
+
+    fn reply(&self, cx: &Context<'_>, outcome: Self::Outcome) -> ServerFrame;
+}
+
+/// Applies a state write to `room`, idempotently under the client's `id`.
+pub async fn commit<W: StateWrite>(
+    cx: &Context<'_>,
+    room: &str,
+    id: Option<&str>,
+    write: &W,
+) -> Result<ServerFrame, EngineError> {
+    if let Some(id) = id
+        && let Some(seq) = ordering::seq_of_id(cx.store, room, id).await?
+    {
+        return replay(cx, room, id, seq, write).await;
+    }
+    for _ in 0..MAX_ATTEMPTS {
+        let state = write.read(cx).await?;
+        let (steps, outcome) = match write.decide(cx, state)? {
+            Decision::Change { steps, outcome } => (steps, outcome),
+            Decision::Reply(frame) => return Ok(frame),
+        };
+        let data = serde_json::to_value(&outcome)
+            .map(|value| JsonData::from_value(&value))
+            .map_err(|e| StoreError::Invalid(format!("state outcome does not serialise: {e}")))?;
+        let entry = Entry {
+            room,
+            client_id: id,
+            fallback_id: cx.request_id,
+            from: cx.connection,
+            kind: W::KIND,
+            data: &data,
+            now_ms: cx.clock.now_ms(),
+            steps,
+        };
+        match ordering::append(cx.store, cx.clock, cx.heads, entry).await? {
+            Appended::Stored(published) if published.repeat => {
+                // A retry of this very request won the race for the id: its outcome is the one.
+                return replay(cx, room, id.unwrap_or(cx.request_id), published.seq, write).await;
+            }
+            Appended::Stored(_) => return Ok(write.reply(cx, outcome)),
+            Appended::Refused(_) => continue,
+        }
+    }
+    Err(PublishError::Contention { room: room.to_owned() }.into())
+}
+
+/// The reply to a repeated id: rebuilt from the event the id was first used for.
+async fn replay<W: StateWrite>(
+    cx: &Context<'_>,
+    room: &str,
+    id: &str,
+    seq: u64,
+    write: &W,
+) -> Result<ServerFrame, EngineError> {
+    let item = cx.store.get(&layout::event_key(room, seq)).await?.ok_or_else(|| StoreError::Malformed {
+        key: layout::event_key(room, seq),
+        reason: format!("the event of id {id:?} is missing"),
+    })?;
+    let event = layout::event_from_item(&item)?
+        .ok_or_else(|| StoreError::Malformed { key: item.key.clone(), reason: "not an event".to_owned() })?;
+    if event.kind != W::KIND {
+        return Ok(cx.error(
+            ErrorCode::BadRequest,
+            format!(
+                "id {id:?} was already used in this room for a {} event (seq {seq}); use a new id",
+                event.kind.name()
+            ),
+        ));
+    }
+    let outcome = serde_json::from_str(event.data.as_json()).map_err(|e| StoreError::Malformed {
+        key: item.key.clone(),
+        reason: format!("the event's data is not a {} outcome: {e}", W::KIND.name()),
+    })?;
+    Ok(write.reply(cx, outcome))
+}
