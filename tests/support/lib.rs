@@ -218,8 +218,14 @@ impl Client {
     /// order, `event` and batched `events` frames alike.
     /// Pushes of other rooms stay queued for later calls.
     pub async fn pushed_seqs(&mut self, room: &str, count: usize) -> Vec<u64> {
-        let mut seqs = Vec::with_capacity(count);
-        while seqs.len() < count {
+        seqs(&self.pushed_events(room, count).await)
+    }
+
+    /// Waits until at least `count` pushed events of `room` have arrived; returns them, whole,
+    /// in arrival order.
+    pub async fn pushed_events(&mut self, room: &str, count: usize) -> Vec<Value> {
+        let mut events = Vec::with_capacity(count);
+        while events.len() < count {
             let position = self.pushed.iter().position(|frame| frame["room"] == room);
             let frame = match position {
                 Some(position) => self.pushed.remove(position).expect("position is in range"),
@@ -230,9 +236,9 @@ impl Client {
                     continue;
                 }
             };
-            seqs.extend(events_of(&frame).iter().map(|e| e["seq"].as_u64().unwrap()));
+            events.extend(events_of(&frame));
         }
-        seqs
+        events
     }
 
     /// The next raw message, or `None` once the connection has ended.

@@ -23,6 +23,8 @@ pub struct Config {
     pub connections_url: Option<String>,
     /// `POST_CONCURRENCY`: posts in flight at once (fanout only).
     pub post_concurrency: usize,
+    /// `HISTORY_VERSIONS`: versions kept per document, edits kept per text.
+    pub history_versions: u64,
 }
 
 impl Config {
@@ -34,6 +36,10 @@ impl Config {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(livesync_core::fanout::POST_CONCURRENCY),
+            history_versions: std::env::var("HISTORY_VERSIONS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(livesync_core::engine::HISTORY_VERSIONS),
         }
     }
 }
@@ -42,6 +48,7 @@ impl Config {
 pub async fn engine(config: &Config) -> Engine {
     let sdk = livesync_dynamodb::sdk_config().await;
     Engine::new(Arc::new(DynamoStore::new(&sdk, &config.table)), Arc::new(SystemClock))
+        .with_history(config.history_versions)
 }
 
 /// The fanout over DynamoDB and the connection management API, as the stream function uses it.

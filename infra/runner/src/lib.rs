@@ -77,6 +77,9 @@ pub struct Config {
     /// Stage name reported in events, as API Gateway's stage.
     #[arg(long, env = "LIVESYNC_STAGE", default_value = "local")]
     pub stage: String,
+    /// Versions kept per document, and edits kept per text (template.yaml's HistoryVersions).
+    #[arg(long, env = "LIVESYNC_HISTORY_VERSIONS", default_value_t = livesync_core::engine::HISTORY_VERSIONS)]
+    pub history_versions: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +100,7 @@ impl Config {
             table: livesync_dynamodb::DEFAULT_TABLE.to_owned(),
             create_tables: false,
             stage: "local".to_owned(),
+            history_versions: livesync_core::engine::HISTORY_VERSIONS,
         }
     }
 }
@@ -146,7 +150,7 @@ impl Runner {
         let connections = Arc::new(Connections::default());
         let (stop, stopping) = watch::channel(false);
         let app = Arc::new(App {
-            engine: Engine::new(store.clone(), clock.clone()),
+            engine: Engine::new(store.clone(), clock.clone()).with_history(config.history_versions),
             connections: connections.clone(),
             stage: Stage {
                 api_id: "local".to_owned(),
