@@ -260,7 +260,19 @@ impl Store for DynamoStore {
         let items = ops.iter().map(|op| self.transact_item(op)).collect::<Result<Vec<_>, _>>()?;
         let mut attempt = 0;
         loop {
-            let result = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            // A client request token makes the SDK's own retries of this call idempotent: if an
+            // attempt committed but its answer was lost, the retry is answered with success
+            // instead of failing on the conditions the first attempt made false (which would
+            // read as a lost race and apply a state change twice). A new token per send of
+            // ours, because a cancelled transaction is sent again on purpose.
+            let token = format!("{:032x}", rand::random::<u128>());
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .client_request_token(token)
+                .send()
+                .await;
             let error = match result {
                 Ok(_) => return Ok(Transaction::Committed),
                 Err(error) => error,

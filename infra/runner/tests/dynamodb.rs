@@ -79,3 +79,69 @@ async fn the_runner_creates_its_table_serves_rooms_from_dynamodb_and_keeps_them_
     signal(&runner, "TERM");
     assert!(wait_for_exit(runner).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_concurrent_buyers_never_oversell_and_the_dashboard_sees_every_level() {
+    let endpoint = std::env::var("LIVESYNC_MOTO_ENDPOINT").expect("LIVESYNC_MOTO_ENDPOINT (scripts/test starts moto)");
+    let table = format!("runner-stock-{}", std::process::id());
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let args = ["--store", "dynamodb", "--table", table.as_str(), "--create-tables"];
+    let (runner, url) = start(&args, &env);
+
+    let (mut dashboard, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    call(&mut dashboard, json!({"action": "join", "room": "shop", "ref": "j"})).await;
+    let set =
+        call(&mut dashboard, json!({"action": "stock.set", "room": "shop", "sku": "mug", "level": 5, "ref": "s"}))
+            .await;
+    assert_eq!(set["level"], 5, "{set}");
+
+    // Eight buyers at once, each sending its sale twice (a retry after a lost ack).
+    let buyers: Vec<_> = (0..8)
+        .map(|n| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let (mut buyer, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+                let sale = json!({"action": "stock.adjust", "room": "shop", "sku": "mug", "delta": -1, "id": format!("order-{n}")});
+                let mut first = sale.clone();
+                first["ref"] = json!("first");
+                let mut again = sale;
+                again["ref"] = json!("again");
+                (call(&mut buyer, first).await, call(&mut buyer, again).await)
+            })
+        })
+        .collect();
+    let mut sold = 0;
+    for buyer in buyers {
+        let (first, again) = buyer.await.unwrap();
+        if first["type"] == "stock" {
+            sold += 1;
+            assert_eq!(again["version"], first["version"], "the retry is the same sale: {again}");
+        } else {
+            assert_eq!(
+                (first["code"].as_str(), again["code"].as_str()),
+                (Some("insufficient_stock"), Some("insufficient_stock"))
+            );
+        }
+    }
+    assert_eq!(sold, 5);
+
+    // Pushed through DynamoDB's stream: the set and five sales, levels 5 down to 0, in order.
+    let mut levels = Vec::new();
+    while levels.len() < 6 {
+        let frame = next_push(&mut dashboard).await;
+        let events = match frame["type"].as_str() {
+            Some("event") => vec![frame.clone()],
+            Some("events") => frame["events"].as_array().unwrap().clone(),
+            _ => panic!("not a push: {frame}"),
+        };
+        levels.extend(events.iter().map(|e| e["data"]["level"].as_i64().unwrap()));
+    }
+    assert_eq!(levels, vec![5, 4, 3, 2, 1, 0]);
+    signal(&runner, "TERM");
+    assert!(wait_for_exit(runner).success());
+}
