@@ -108,3 +108,47 @@ async fn an_event_without_a_connection_id_is_an_error_not_a_guess() {
 
     assert!(error.to_string().contains("connectionId"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_written_through_its_route_replies_with_its_version_and_refuses_a_second_creation() {
+    let (engine, _dir) = engine();
+    livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
+
+    let created = reply(&livesync_handlers::message(&engine, fixture("doc-put")).await.unwrap());
+    assert_eq!(
+        created,
+        json!({"type": "doc", "room": "lobby", "doc": "agenda", "version": 1, "value": {"items": ["intro"]},
+               "strategy": "reject", "ref": "d1"})
+    );
+
+    // The same frame again (another request id, no client id): base 0 on an existing document.
+    let mut again = fixture("doc-put");
+    again.request_context.request_id = Some("CpbWhC9XjoEFgAA=".to_owned());
+    let conflict = reply(&livesync_handlers::message(&engine, again).await.unwrap());
+    assert_eq!(conflict["code"], "conflict");
+    assert_eq!(
+        conflict["current"],
+        json!({"type": "doc", "room": "lobby", "doc": "agenda", "version": 1,
+                                           "value": {"items": ["intro"]}, "strategy": "reject"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_through_its_route_is_applied_once_however_often_it_arrives() {
+    let (engine, _dir) = engine();
+    livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
+    let set = r#"{"action":"stock.set","room":"shop","sku":"tee-m","level":3}"#;
+    engine.handle(CONNECTION, "setup", set).await;
+
+    let sold = reply(&livesync_handlers::message(&engine, fixture("stock-adjust")).await.unwrap());
+    assert_eq!(
+        sold,
+        json!({"type": "stock", "room": "shop", "sku": "tee-m", "level": 2, "version": 2, "delta": -1, "ref": "s1"})
+    );
+    let mut retried = fixture("stock-adjust");
+    retried.request_context.request_id = Some("CpbWkQ1JjoEFg1B=".to_owned());
+    assert_eq!(reply(&livesync_handlers::message(&engine, retried).await.unwrap()), sold);
+
+    let level = engine.handle(CONNECTION, "check", r#"{"action":"stock.get","room":"shop","sku":"tee-m"}"#).await;
+    assert_eq!(serde_json::to_value(level).unwrap()["level"], 2);
+}
