@@ -66,8 +66,9 @@ pub async fn commit<W: StateWrite>(
             Decision::Change { steps, outcome } => (steps, outcome),
             Decision::Reply(frame) => return Ok(frame),
         };
-        let data = serde_json::to_value(&outcome)
-            .map(|value| JsonData::from_value(&value))
+        // Straight to text, so the event's fields keep the reply's order.
+        let data = serde_json::to_string(&outcome)
+            .and_then(JsonData::from_json)
             .map_err(|e| StoreError::Invalid(format!("state outcome does not serialise: {e}")))?;
         let entry = Entry {
             room,
