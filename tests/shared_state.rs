@@ -373,3 +373,121 @@ async fn every_refusal_names_its_code_and_changes_nothing() {
     let level = c.request(json!({"action": "stock.get", "room": "r", "sku": "s"})).await;
     assert_eq!(level["level"], 1, "refusals changed nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_is_one_write_of_one_target_and_never_answers_for_another() {
+    let local = Local::start().await;
+    let c = &mut local.client().await;
+    let first =
+        c.request(json!({"action": "doc.put", "room": "r", "doc": "A", "base": 0, "value": 1, "id": "k1"})).await;
+    assert_eq!(first["doc"], "A");
+    // The same id for another document, another kind of write, or a publish: refused, not
+    // answered with document A's outcome.
+    expect(
+        c,
+        json!({"action": "doc.put", "room": "r", "doc": "B", "base": 0, "value": 2, "id": "k1"}),
+        "bad_request",
+        "already used",
+    )
+    .await;
+    expect(
+        c,
+        json!({"action": "stock.set", "room": "r", "sku": "s", "level": 1, "id": "k1"}),
+        "bad_request",
+        "already used",
+    )
+    .await;
+    expect(c, json!({"action": "publish", "room": "r", "data": "x", "id": "k1"}), "bad_request", "already used").await;
+    let b = c.request(json!({"action": "doc.get", "room": "r", "doc": "B"})).await;
+    assert_eq!(b["code"], "not_found", "B was never written");
+    // The same write again is still the same outcome.
+    let again =
+        c.request(json!({"action": "doc.put", "room": "r", "doc": "A", "base": 0, "value": 1, "id": "k1"})).await;
+    assert_eq!((again["doc"].as_str(), again["version"].as_u64()), (Some("A"), Some(1)), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_keeps_the_name_it_joined_with_until_it_leaves() {
+    let local = Local::start().await;
+    let mut watcher = joined(&local, "pr").await;
+    let c = &mut local.client().await;
+    c.request(json!({"action": "join", "room": "pr", "user": "alice"})).await;
+    c.request(json!({"action": "join", "room": "pr", "user": "bob"})).await;
+    c.request(json!({"action": "join", "room": "pr"})).await;
+    let listed = c.request(json!({"action": "presence", "room": "pr"})).await;
+    assert_eq!(listed["members"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["members"][0]["user"], "alice", "rejoining changes nothing the log did not say");
+    c.request(json!({"action": "leave", "room": "pr"})).await;
+    let seen: Vec<Value> = watcher.pushed_events("pr", 2).await.iter().map(|e| e["data"].clone()).collect();
+    assert_eq!(seen[0]["joined"]["user"], "alice");
+    assert_eq!(seen[1]["left"]["user"], "alice");
+    let listed = watcher.request(json!({"action": "presence", "room": "pr"})).await;
+    assert_eq!(listed["members"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_stay_under_128_kb_however_the_content_escapes() {
+    let local = Local::start().await;
+    let c = &mut local.client().await;
+    // Control characters take 6 bytes as JSON: the limit counts them so.
+    let escaped = "\u{1}".repeat(21_162);
+    let first = c.request(json!({"action": "text.edit", "room": "r", "doc": "t", "rev": 0, "ops": [escaped]})).await;
+    assert_eq!(first["type"], "text.ack", "126974 bytes of JSON fit");
+    let len = 21_162;
+    expect(
+        c,
+        json!({"action": "text.edit", "room": "r", "doc": "t", "rev": 1, "ops": [len, "\u{1}"]}),
+        "too_large",
+        "as JSON",
+    )
+    .await;
+    c.send_text(json!({"action": "text.get", "room": "r", "doc": "t", "ref": "g"}).to_string()).await;
+    let raw = c.next_message().await.unwrap().into_text().unwrap();
+    assert!(raw.len() <= 128 * 1024, "{} bytes", raw.len());
+
+    // SKU names full of quotes: a page holds what fits, and says more follow.
+    let sku = |n: usize| format!("{}{n:04}", "\"".repeat(250));
+    for n in 0..305 {
+        c.request(json!({"action": "stock.set", "room": "r", "sku": sku(n), "level": n})).await;
+    }
+    c.send_text(json!({"action": "stock.get", "room": "r", "ref": "all"}).to_string()).await;
+    let raw = c.next_message().await.unwrap().into_text().unwrap();
+    assert!(raw.len() <= 128 * 1024, "{} bytes", raw.len());
+    let page: Value = serde_json::from_str(&raw).unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(page["more"], true);
+    let rest = c.request(json!({"action": "stock.get", "room": "r", "after": items.last().unwrap()["sku"]})).await;
+    assert_eq!(items.len() + rest["items"].as_array().unwrap().len(), 305);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_whose_lengths_overflow_is_refused_and_the_connection_stays() {
+    let local = Local::start().await;
+    let c = &mut local.client().await;
+    c.request(json!({"action": "join", "room": "r", "user": "ann"})).await;
+    c.request(json!({"action": "text.edit", "room": "r", "doc": "t", "rev": 0, "ops": ["ab"]})).await;
+    let max = i64::MAX;
+    expect(
+        c,
+        json!({"action": "text.edit", "room": "r", "doc": "t", "rev": 1, "ops": [max, -max, 2]}),
+        "bad_request",
+        "at most",
+    )
+    .await;
+    let pong = c.request(json!({"action": "ping"})).await;
+    assert_eq!(pong["type"], "pong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_version_keeps_the_strategy_it_was_written_under() {
+    let local = Local::start().await;
+    let c = &mut local.client().await;
+    c.request(json!({"action": "doc.put", "room": "r", "doc": "d", "base": 0, "value": 1, "strategy": "merge"})).await;
+    c.request(json!({"action": "doc.delete", "room": "r", "doc": "d", "base": 1})).await;
+    let again = c
+        .request(json!({"action": "doc.put", "room": "r", "doc": "d", "base": 0, "value": 3, "strategy": "lww"}))
+        .await;
+    assert_eq!((again["version"].as_u64(), again["strategy"].as_str()), (Some(3), Some("lww")), "{again}");
+    let old = c.request(json!({"action": "doc.get", "room": "r", "doc": "d", "version": 1})).await;
+    assert_eq!((old["value"].as_u64(), old["strategy"].as_str()), (Some(1), Some("merge")), "{old}");
+}

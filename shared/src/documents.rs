@@ -38,7 +38,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Strategy::Reject => "reject",
             Strategy::Lww => "lww",
@@ -71,6 +71,10 @@ pub struct Version {
     pub from: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// The strategy the document had at this version (a deleted document may be created again
+    /// with another); not part of a history reply.
+    #[serde(skip)]
+    pub strategy: Option<Strategy>,
 }
 
 /// The reply for a document state.
@@ -155,6 +159,7 @@ fn version_from(item: &Item) -> Result<Version, StoreError> {
         ts: item.number("ts").and_then(|ts| u64::try_from(ts).ok()).ok_or_else(|| malformed("no ts"))?,
         from: item.string("from").ok_or_else(|| malformed("no from"))?.to_owned(),
         deleted: item.number("deleted") == Some(1),
+        strategy: item.string("strategy").and_then(Strategy::from_name),
     })
 }
 
@@ -224,6 +229,7 @@ where
             Item::new(layout::doc_version_key(self.room, self.doc, version))
                 .with("version", Attr::N(version_attr(version)))
                 .with("value", Attr::S(value.as_json().to_owned()))
+                .with("strategy", Attr::S(strategy.name().to_owned()))
                 .with("ts", Attr::N(now))
                 .with("from", Attr::S(cx.connection.to_owned())),
         );
@@ -241,6 +247,10 @@ where
 
     fn reply(&self, cx: &Context<'_>, outcome: DocState) -> ServerFrame {
         reply(cx, self.room, outcome)
+    }
+
+    fn is_outcome_of(&self, outcome: &DocState) -> bool {
+        outcome.doc == self.doc
     }
 }
 
@@ -268,29 +278,47 @@ pub fn expect_base(
     Ok(current)
 }
 
-/// The JSON paths a merge patch changes (RFC 7386: an object recurses, anything else, `null`
-/// included, replaces or removes the member).
-pub fn touched_paths(patch: &serde_json::Value) -> Vec<Vec<String>> {
-    fn walk(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-        match value {
-            serde_json::Value::Object(members) if !path.is_empty() || !members.is_empty() => {
-                for (name, member) in members {
-                    path.push(name.clone());
-                    match member {
-                        serde_json::Value::Object(_) => walk(member, path, out),
-                        _ => out.push(path.clone()),
-                    }
-                    path.pop();
-                }
-            }
-            // A patch that is not an object replaces the whole document.
-            serde_json::Value::Object(_) => {}
-            _ => out.push(path.clone()),
+/// How a merge patch touches a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    /// Replaced or removed (`null`): any change there since the base conflicts.
+    Value,
+    /// Merged into (the patch holds an object there): a conflict only if what is there is, or
+    /// was, not an object, since the patch then replaces it whole.
+    Object,
+}
+
+/// The paths a merge patch touches (RFC 7386: an object merges member by member, anything
+/// else, `null` included, replaces or removes the member), parents before their members.
+pub fn touched_paths(patch: &serde_json::Value) -> Vec<(Vec<String>, Touch)> {
+    fn walk(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Touch)>) {
+        let serde_json::Value::Object(members) = value else {
+            out.push((path.clone(), Touch::Value));
+            return;
+        };
+        out.push((path.clone(), Touch::Object));
+        for (name, member) in members {
+            path.push(name.clone());
+            walk(member, path, out);
+            path.pop();
         }
     }
     let mut out = Vec::new();
     walk(patch, &mut Vec::new(), &mut out);
     out
+}
+
+/// Whether a merge patch made on `base` would overwrite a change made since, in `current`.
+pub fn patch_conflicts(patch: &serde_json::Value, base: &serde_json::Value, current: &serde_json::Value) -> bool {
+    touched_paths(patch).iter().any(|(path, touch)| {
+        let (then, now) = (value_at(base, path), value_at(current, path));
+        match touch {
+            Touch::Value => then != now,
+            Touch::Object => {
+                then != now && !(then.is_some_and(|v| v.is_object()) && now.is_some_and(|v| v.is_object()))
+            }
+        }
+    })
 }
 
 /// The value at a path, if every step of it is an object member.
@@ -304,15 +332,20 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_patch_touches_its_leaves_and_every_removal() {
-        let mut paths = touched_paths(&json!({"a": 1, "b": {"c": null, "d": [1]}, "e": {}}));
-        paths.sort();
-        assert_eq!(
-            paths,
-            vec![vec!["a".to_owned()], vec!["b".to_owned(), "c".to_owned()], vec!["b".to_owned(), "d".to_owned()]]
-        );
-        assert_eq!(touched_paths(&json!([1, 2])), vec![Vec::<String>::new()], "a non-object patch replaces the whole");
-        assert!(touched_paths(&json!({})).is_empty());
+    fn a_patch_conflicts_only_where_it_would_overwrite_a_change() {
+        let base = json!({"a": {"b": 1}, "n": 1, "list": [1], "s": "x"});
+        // Someone else changed n and list since the base.
+        let current = json!({"a": {"b": 1}, "n": 2, "list": [1, 2], "s": "x"});
+        assert!(!patch_conflicts(&json!({"s": "y", "a": {"c": 3}}), &base, &current), "untouched by others");
+        assert!(patch_conflicts(&json!({"n": 5}), &base, &current));
+        assert!(patch_conflicts(&json!({"n": null}), &base, &current), "removing a changed field");
+        assert!(patch_conflicts(&json!({"list": {"x": 1}}), &base, &current), "merging into what became an array");
+        // A parent that stopped being an object: merging into it would replace the change.
+        let scalar = json!({"a": 5, "n": 1, "list": [1], "s": "x"});
+        assert!(patch_conflicts(&json!({"a": {"c": 2}}), &base, &scalar));
+        assert!(patch_conflicts(&json!({"a": {}}), &base, &scalar));
+        assert!(patch_conflicts(&json!([1]), &base, &current), "a non-object patch replaces the whole");
+        assert!(!patch_conflicts(&json!({}), &base, &current));
     }
 
     #[test]

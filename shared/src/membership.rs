@@ -28,8 +28,9 @@ pub async fn register(store: &dyn Store, connection: &str, now_ms: u64) -> Resul
 }
 
 /// Subscribes a connection to a room: both sides of the subscription, or neither. With a `user`,
-/// a connection not yet subscribed enters the room's presence with a `joined` event; joining
-/// again only refreshes the subscription.
+/// a connection not yet subscribed enters the room's presence with a `joined` event. Joining
+/// again only refreshes the subscription, and keeps what it was: a member stays the member it
+/// joined as (its `joined` event said so), a silent subscriber stays silent.
 pub async fn subscribe(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -39,18 +40,27 @@ pub async fn subscribe(
     user: Option<&str>,
 ) -> Result<(), EngineError> {
     let now_ms = clock.now_ms();
-    let [room_side, connection_side] = layout::subscription_items(room, connection, user, now_ms);
-    if let Some(user) = user {
+    let existing = store.get(&layout::room_subscription_key(room, connection)).await?;
+    if existing.is_none()
+        && let Some(user) = user
+    {
+        let [room_side, connection_side] = layout::subscription_items(room, connection, Some(user), now_ms);
         let member = Member { connection: connection.to_owned(), user: user.to_owned() };
         let steps = vec![
-            TxOp::Put { item: room_side.clone(), condition: Condition::NotExists },
-            TxOp::Put { item: connection_side.clone(), condition: Condition::Always },
+            TxOp::Put { item: room_side, condition: Condition::NotExists },
+            TxOp::Put { item: connection_side, condition: Condition::Always },
         ];
-        if let Appended::Stored(_) = announce(store, clock, heads, room, "joined", &member, steps).await? {
-            return Ok(());
-        }
+        // Refused only if a concurrent join of the same connection subscribed it meanwhile, and
+        // that one announced it.
+        announce(store, clock, heads, room, "joined", &member, steps).await?;
+        return Ok(());
     }
-    let ops = [room_side, connection_side].map(|item| TxOp::Put { item, condition: Condition::Always });
+    let user = match &existing {
+        Some(subscription) => subscription.string("user"),
+        None => None,
+    };
+    let ops = layout::subscription_items(room, connection, user, now_ms)
+        .map(|item| TxOp::Put { item, condition: Condition::Always });
     Ok(expect_committed(store.transact(ops.into()).await?)?)
 }
 
@@ -189,11 +199,13 @@ pub async fn members(store: &dyn Store, room: &str) -> Result<Vec<Member>, Store
             let (Some(connection), Some(user)) = (layout::subscriber(item), item.string("user")) else {
                 continue;
             };
-            bytes += connection.len() + user.len() + 32;
+            let member = Member { connection: connection.to_owned(), user: user.to_owned() };
+            // As JSON, escapes included: what the reply will carry.
+            bytes += serde_json::to_string(&member).map_or(0, |json| json.len()) + 1;
             if bytes > budget {
                 return Ok(members);
             }
-            members.push(Member { connection: connection.to_owned(), user: user.to_owned() });
+            members.push(member);
         }
         match (page.more, page.items.last()) {
             (true, Some(last)) => query = query.after(last.key.sk.clone()),

@@ -46,6 +46,10 @@ pub trait StateWrite: Send + Sync {
     fn decide(&self, cx: &Context<'_>, state: Self::State) -> Result<Decision<Self::Outcome>, EngineError>;
 
     fn reply(&self, cx: &Context<'_>, outcome: Self::Outcome) -> ServerFrame;
+
+    /// Whether an earlier outcome is this request's own: the same document, text or SKU. A client
+    /// id reused for another target is refused rather than answered with someone else's result.
+    fn is_outcome_of(&self, outcome: &Self::Outcome) -> bool;
 }
 
 /// Applies a state write to `room`, idempotently under the client's `id`.
@@ -106,18 +110,21 @@ async fn replay<W: StateWrite>(
     })?;
     let event = layout::event_from_item(&item)?
         .ok_or_else(|| StoreError::Malformed { key: item.key.clone(), reason: "not an event".to_owned() })?;
-    if event.kind != W::KIND {
-        return Ok(cx.error(
+    let reused = || {
+        cx.error(
             ErrorCode::BadRequest,
-            format!(
-                "id {id:?} was already used in this room for a {} event (seq {seq}); use a new id",
-                event.kind.name()
-            ),
-        ));
+            format!("id {id:?} was already used in this room for another write (seq {seq}); use a new id"),
+        )
+    };
+    if event.kind != W::KIND {
+        return Ok(reused());
     }
     let outcome = serde_json::from_str(event.data.as_json()).map_err(|e| StoreError::Malformed {
         key: item.key.clone(),
         reason: format!("the event's data is not a {} outcome: {e}", W::KIND.name()),
     })?;
+    if !write.is_outcome_of(&outcome) {
+        return Ok(reused());
+    }
     Ok(write.reply(cx, outcome))
 }

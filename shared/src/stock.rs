@@ -6,7 +6,7 @@
 use crate::actions::Context;
 use crate::engine::EngineError;
 use crate::layout;
-use crate::protocol::{ErrorCode, EventKind, ServerFrame};
+use crate::protocol::{ErrorCode, EventKind, MAX_MESSAGE_BYTES, ServerFrame};
 use crate::state::{Decision, StateWrite};
 use crate::store::{Attr, Condition, Item, Store, StoreError, TxOp};
 use async_trait::async_trait;
@@ -39,7 +39,8 @@ pub async fn read(store: &dyn Store, room: &str, sku: &str) -> Result<Option<Sto
     store.get(&layout::stock_key(room, sku)).await?.as_ref().map(from_item).transpose()
 }
 
-/// The room's SKUs in sku order, after `after`: at most `limit`, and whether more follow.
+/// The room's SKUs in sku order, after `after`: at most `limit`, no more than one reply holds
+/// (as JSON, escapes included), and whether more follow.
 pub async fn levels(
     store: &dyn Store,
     room: &str,
@@ -47,8 +48,21 @@ pub async fn levels(
     limit: usize,
 ) -> Result<(Vec<StockLevel>, bool), StoreError> {
     let page = store.query(layout::stock_levels(room, after, limit)).await?;
-    Ok((page.items.iter().map(from_item).collect::<Result<_, _>>()?, page.more))
+    let (mut levels, mut bytes, mut more) = (Vec::with_capacity(page.items.len()), 0, page.more);
+    for item in &page.items {
+        let level = from_item(item)?;
+        bytes += serde_json::to_string(&level).map_or(0, |json| json.len()) + 1;
+        if bytes > REPLY_BUDGET {
+            more = true;
+            break;
+        }
+        levels.push(level);
+    }
+    Ok((levels, more))
 }
+
+/// What the items of one reply may take, leaving room for the frame around them.
+const REPLY_BUDGET: usize = MAX_MESSAGE_BYTES - 4 * 1024;
 
 pub fn reply(cx: &Context<'_>, room: &str, level: StockLevel) -> ServerFrame {
     ServerFrame::Stock { room: room.to_owned(), level, reference: cx.reference() }
@@ -117,5 +131,9 @@ impl StateWrite for StockWrite<'_> {
 
     fn reply(&self, cx: &Context<'_>, level: StockLevel) -> ServerFrame {
         reply(cx, self.room, level)
+    }
+
+    fn is_outcome_of(&self, level: &StockLevel) -> bool {
+        level.sku == self.sku
     }
 }

@@ -223,7 +223,14 @@ impl<'de> Deserialize<'de> for Operation {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Operation, A::Error> {
                 let mut operation = Operation::default();
                 while let Some(component) = seq.next_element::<Component>()? {
+                    // Bounded so that no sum of lengths can overflow: a frame holds at most
+                    // 64 Ki components, each at most 2^32 units long.
                     match component {
+                        Component::Count(n) if n.unsigned_abs() > MAX_COUNT => {
+                            return Err(de::Error::custom(format!(
+                                "an edit component counts {n}; at most {MAX_COUNT}"
+                            )));
+                        }
                         Component::Count(n) if n > 0 => operation.retain(n as u64),
                         Component::Count(n) if n < 0 => operation.delete(n.unsigned_abs()),
                         Component::Text(s) if !s.is_empty() => operation.insert(&s),
@@ -236,6 +243,9 @@ impl<'de> Deserialize<'de> for Operation {
         deserializer.deserialize_seq(Ops)
     }
 }
+
+/// The largest retain or delete count accepted in an edit.
+const MAX_COUNT: u64 = u32::MAX as u64;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -272,6 +282,8 @@ mod tests {
         assert!(serde_json::from_str::<Operation>(r#"[""]"#).is_err());
         assert!(serde_json::from_str::<Operation>("[1.5]").is_err());
         assert!(serde_json::from_str::<Operation>(r#"{"a":1}"#).is_err());
+        let huge = format!("[{}, -{}, 2]", i64::MAX, i64::MAX);
+        assert!(serde_json::from_str::<Operation>(&huge).unwrap_err().to_string().contains("at most"));
     }
 
     #[test]

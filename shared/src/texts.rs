@@ -38,23 +38,21 @@ async fn edits_between(
     doc: &str,
     since: u64,
     until: u64,
-) -> Result<Vec<Operation>, StoreError> {
+) -> Result<Vec<(u64, Operation)>, StoreError> {
     let mut edits = Vec::new();
     let mut after = since;
     while after < until {
         let page = store.query(layout::text_edits_after(room, doc, after, (until - after) as usize)).await?;
         for item in &page.items {
-            let ops = item
-                .string("ops")
-                .ok_or_else(|| StoreError::Malformed { key: item.key.clone(), reason: "no ops".to_owned() })?;
-            edits.push(
-                serde_json::from_str(ops)
-                    .map_err(|e| StoreError::Malformed { key: item.key.clone(), reason: format!("ops: {e}") })?,
-            );
+            let malformed = |reason: String| StoreError::Malformed { key: item.key.clone(), reason };
+            let rev =
+                item.number("rev").and_then(|r| u64::try_from(r).ok()).ok_or_else(|| malformed("no rev".into()))?;
+            let ops = item.string("ops").ok_or_else(|| malformed("no ops".into()))?;
+            edits.push((rev, serde_json::from_str(ops).map_err(|e| malformed(format!("ops: {e}")))?));
+            after = rev;
         }
-        match page.items.last() {
-            Some(last) if page.more => after = last.number("rev").and_then(|r| u64::try_from(r).ok()).unwrap_or(until),
-            _ => break,
+        if !page.more {
+            break;
         }
     }
     Ok(edits)
@@ -70,7 +68,7 @@ pub struct TextWrite<'a> {
 
 #[async_trait]
 impl StateWrite for TextWrite<'_> {
-    type State = (Option<CurrentText>, Vec<Operation>);
+    type State = (Option<CurrentText>, Vec<(u64, Operation)>);
     type Outcome = TextEdit;
     const KIND: EventKind = EventKind::Text;
 
@@ -93,7 +91,11 @@ impl StateWrite for TextWrite<'_> {
                 format!("rev {} is ahead of text {:?}, which is at rev {head}", self.rev, self.doc),
             )));
         }
-        if since.len() as u64 != head - self.rev {
+        // Exactly the edits rev+1..=head: one pruned meanwhile (the text moved on by a whole
+        // history since `rev`) makes the edit too old to transform.
+        let complete =
+            since.len() as u64 == head - self.rev && since.iter().zip(self.rev + 1..).all(|((rev, _), n)| *rev == n);
+        if !complete {
             let current = current.expect("a text with edits exists");
             return Ok(Decision::Reply(ServerFrame::Error {
                 code: ErrorCode::Conflict,
@@ -114,7 +116,7 @@ impl StateWrite for TextWrite<'_> {
         }
         let mut ops = self.ops.clone();
         let mut applied = Ok(());
-        for accepted in &since {
+        for (_, accepted) in &since {
             match Operation::transform(&ops, accepted) {
                 Ok((transformed, _)) => ops = transformed,
                 Err(error) => {
@@ -132,10 +134,12 @@ impl StateWrite for TextWrite<'_> {
                 )));
             }
         };
-        if new_text.len() > MAX_DATA_BYTES {
+        // Measured as JSON, escapes included: that is what a `text` reply carries.
+        let json_len = serde_json::to_string(&new_text).map_or(usize::MAX, |json| json.len());
+        if json_len > MAX_DATA_BYTES {
             return Ok(Decision::Reply(cx.error(
                 ErrorCode::TooLarge,
-                format!("the text would be {} bytes; the limit is {MAX_DATA_BYTES} bytes", new_text.len()),
+                format!("the text would be {json_len} bytes as JSON; the limit is {MAX_DATA_BYTES} bytes"),
             )));
         }
         let rev = head + 1;
@@ -170,5 +174,9 @@ impl StateWrite for TextWrite<'_> {
 
     fn reply(&self, cx: &Context<'_>, edit: TextEdit) -> ServerFrame {
         ServerFrame::TextAck { room: self.room.to_owned(), edit, reference: cx.reference() }
+    }
+
+    fn is_outcome_of(&self, edit: &TextEdit) -> bool {
+        edit.doc == self.doc
     }
 }

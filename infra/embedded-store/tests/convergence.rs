@@ -5,7 +5,10 @@
 
 use livesync_core::Engine;
 use livesync_core::clock::SystemClock;
-use livesync_core::store::Store;
+use livesync_core::store::{
+    ChangeFeed, Condition, Item, Key, Page, Query, SortKeys, Store, StoreError, Transaction, TxOp, Update,
+    Write as Written,
+};
 use livesync_core::text::Operation;
 use livesync_embedded_store::{EmbeddedStore, Options};
 use proptest::prelude::*;
@@ -99,11 +102,11 @@ struct Run {
     replicas: Vec<DocReplica>,
     server: Value,
     accepted: Vec<Value>,
-    writes: Vec<Write>,
+    writes: Vec<DocWriteMade>,
 }
 
 #[derive(Debug)]
-struct Write {
+struct DocWriteMade {
     field: String,
     payload: u8,
     base: u64,
@@ -161,11 +164,11 @@ async fn run_documents(strategy: &str, steps: &[Step]) -> Run {
             Some("doc") => {
                 replica.version = reply["version"].as_u64().unwrap();
                 replica.value = reply["value"].clone();
-                writes.push(Write { field, payload: step.payload, base, version: reply["version"].as_u64() });
+                writes.push(DocWriteMade { field, payload: step.payload, base, version: reply["version"].as_u64() });
                 accepted.push(reply);
             }
             Some("error") if reply["code"] == "conflict" => {
-                writes.push(Write { field, payload: step.payload, base, version: None });
+                writes.push(DocWriteMade { field, payload: step.payload, base, version: None });
                 // Rebase: the conflict carries the current state.
                 replica.version = reply["current"]["version"].as_u64().unwrap();
                 replica.value = reply["current"]["value"].clone();
@@ -332,4 +335,68 @@ impl TextReplica {
         }
         edit
     }
+}
+
+/// A store on which other writers' edits land between a text's read and the read of its edits,
+/// as they may on a busy text.
+struct EditsLandBetweenReads {
+    inner: Arc<dyn Store>,
+    others: Engine,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for EditsLandBetweenReads {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, item: Item, condition: Condition) -> Result<Written, StoreError> {
+        self.inner.put(item, condition).await
+    }
+    async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Written, StoreError> {
+        self.inner.update(key, update, condition).await
+    }
+    async fn delete(&self, key: &Key, condition: Condition) -> Result<Written, StoreError> {
+        self.inner.delete(key, condition).await
+    }
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<Transaction, StoreError> {
+        self.inner.transact(ops).await
+    }
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        let reads_edits = matches!(&query.sort_keys, SortKeys::Prefix(prefix) if prefix.starts_with("TEXTOP#"));
+        if reads_edits && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            for rev in 3..5 {
+                let edit = json!({"action": "text.edit", "room": "r", "doc": "t", "rev": rev, "ops": [rev, "+"]});
+                let reply = self.others.handle("other", &format!("o{rev}"), &edit.to_string()).await;
+                assert!(matches!(reply, livesync_core::protocol::ServerFrame::TextAck { .. }), "{reply:?}");
+            }
+        }
+        self.inner.query(query).await
+    }
+    async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError> {
+        self.inner.change_feed().await
+    }
+}
+
+#[test]
+fn an_edit_whose_base_is_pruned_while_it_is_decided_is_a_conflict_not_a_bad_request() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), Options::default()).unwrap());
+        let others = Engine::new(inner.clone(), Arc::new(SystemClock)).with_history(2);
+        // Revisions 1..3: "a", then "+" appended twice; the last two edits are kept.
+        for (rev, ops) in [(0, json!(["a"])), (1, json!([1, "+"])), (2, json!([2, "+"]))] {
+            let edit = json!({"action": "text.edit", "room": "r", "doc": "t", "rev": rev, "ops": ops});
+            others.handle("other", &format!("setup{rev}"), &edit.to_string()).await;
+        }
+        let store = Arc::new(EditsLandBetweenReads { inner, others, armed: true.into() });
+        let client = Engine::new(store, Arc::new(SystemClock)).with_history(2);
+        // An edit at rev 1 needs edits 2 and 3; while it reads them, two more land and prune them.
+        let late = json!({"action": "text.edit", "room": "r", "doc": "t", "rev": 1, "ops": ["<", 1]});
+        let reply = serde_json::to_value(client.handle("me", "late", &late.to_string()).await).unwrap();
+        assert_eq!(reply["code"], "conflict", "{reply}");
+        // `current` is a text and its own revision (each revision here added one character).
+        let current = &reply["current"];
+        assert_eq!(current["text"].as_str().unwrap().len() as u64, current["rev"].as_u64().unwrap(), "{current}");
+    });
 }

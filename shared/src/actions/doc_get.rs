@@ -35,7 +35,7 @@ impl Action for DocGet {
                     doc: self.doc.clone(),
                     version,
                     value: kept.value,
-                    strategy: latest.strategy,
+                    strategy: kept.strategy.unwrap_or(latest.strategy),
                     deleted: kept.deleted,
                 },
                 None => {

@@ -54,26 +54,67 @@ impl Action for DocIncr {
     }
 }
 
-/// Adds `by` at `path`: integers stay integers while they fit in 64 bits.
+/// The reference tokens of a JSON pointer (RFC 6901), unescaped; `None` if it is not one.
+fn tokens(path: &str) -> Option<Vec<String>> {
+    path.strip_prefix('/')?
+        .split('/')
+        .map(|token| {
+            let mut out = String::with_capacity(token.len());
+            let mut chars = token.chars();
+            while let Some(c) = chars.next() {
+                match (c, c == '~') {
+                    (_, true) => match chars.next() {
+                        Some('0') => out.push('~'),
+                        Some('1') => out.push('/'),
+                        _ => return None,
+                    },
+                    (c, false) => out.push(c),
+                }
+            }
+            Some(out)
+        })
+        .collect()
+}
+
+/// An array index as RFC 6901 writes it: digits, no leading zero.
+fn index(token: &str) -> Option<usize> {
+    let digits = token.bytes().all(|b| b.is_ascii_digit());
+    (digits && !token.is_empty() && (token == "0" || !token.starts_with('0'))).then(|| token.parse().ok()).flatten()
+}
+
+/// Adds `by` at `path`: integers stay exact integers while they fit in 64 bits.
 fn add(value: &mut Value, path: &str, by: &Number) -> Result<(), String> {
-    let (parent, name) = path.rsplit_once('/').expect("checked: the path starts with /");
-    let name = name.replace("~1", "/").replace("~0", "~");
-    let Some(parent) = value.pointer_mut(parent) else {
-        return Err(format!("nothing at {parent:?}: the member's parent must exist"));
-    };
+    let tokens = tokens(path).ok_or_else(|| format!("{path:?} is not a JSON pointer (RFC 6901): \"~\" must be followed by 0 or 1"))?;
+    let (name, parents) = tokens.split_last().expect("a pointer starting with / has a token");
+    let mut parent = &mut *value;
+    for token in parents {
+        parent = match parent {
+            Value::Object(members) => members.get_mut(token),
+            Value::Array(items) => index(token).and_then(|i| items.get_mut(i)),
+            _ => None,
+        }
+        .ok_or_else(|| format!("nothing at {token:?} in {path:?}: the member's parent must exist"))?;
+    }
     let target = match parent {
-        Value::Object(members) => members.entry(name).or_insert(Value::from(0)),
+        Value::Object(members) => members.entry(name.clone()).or_insert(Value::from(0)),
         Value::Array(items) => {
-            let index: usize = name.parse().map_err(|_| format!("{name:?} is not an index of the array at {path:?}"))?;
-            items.get_mut(index).ok_or_else(|| format!("no item {index} in the array at {path:?}"))?
+            let at = index(name).ok_or_else(|| format!("{name:?} is not an index of the array at {path:?}"))?;
+            items.get_mut(at).ok_or_else(|| format!("no item {at} in the array at {path:?}"))?
         }
         other => return Err(format!("the parent of {path:?} is {}, not an object", crate::protocol::json_kind(other))),
     };
     let Value::Number(number) = target else {
         return Err(format!("{path:?} holds {}, not a number", crate::protocol::json_kind(target)));
     };
-    let sum = match (number.as_i64(), by.as_i64()) {
-        (Some(a), Some(b)) => a.checked_add(b).map(Number::from).ok_or_else(|| format!("{path:?} would overflow"))?,
+    let exact = |n: &Number| n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from));
+    let sum = match (exact(number), exact(by)) {
+        (Some(a), Some(b)) => {
+            let sum = a + b;
+            i64::try_from(sum)
+                .map(Number::from)
+                .or_else(|_| u64::try_from(sum).map(Number::from))
+                .map_err(|_| format!("{path:?} would overflow"))?
+        }
         _ => {
             let sum = number.as_f64().unwrap_or(0.0) + by.as_f64().unwrap_or(0.0);
             Number::from_f64(sum).ok_or_else(|| format!("{path:?} would not be a finite number"))?
@@ -99,7 +140,20 @@ mod tests {
         assert!(add(&mut doc, "/name", &Number::from(1)).unwrap_err().contains("a string, not a number"));
         assert!(add(&mut doc, "/missing/x", &Number::from(1)).unwrap_err().contains("parent must exist"));
         assert!(add(&mut doc, "/list/9", &Number::from(1)).is_err());
-        let mut big = json!({"n": i64::MAX});
-        assert!(add(&mut big, "/n", &Number::from(1)).unwrap_err().contains("overflow"));
+        let mut big = json!({"n": i64::MAX, "u": u64::MAX});
+        add(&mut big, "/n", &Number::from(1)).unwrap();
+        assert_eq!(big["n"], json!(i64::MAX as u64 + 1), "exact past i64");
+        assert!(add(&mut big, "/u", &Number::from(1)).unwrap_err().contains("overflow"));
+    }
+
+    #[test]
+    fn pointers_are_read_as_rfc_6901_writes_them() {
+        let mut doc = json!({"a/b": 1, "m~n": 1, "list": [1, 2]});
+        add(&mut doc, "/a~1b", &Number::from(1)).unwrap();
+        add(&mut doc, "/m~0n", &Number::from(1)).unwrap();
+        assert_eq!((doc["a/b"].as_i64(), doc["m~n"].as_i64()), (Some(2), Some(2)));
+        for bad in ["/~2", "/~", "/list/01", "/list/+1", "/list/-"] {
+            assert!(add(&mut doc, bad, &Number::from(1)).is_err(), "{bad}");
+        }
     }
 }

@@ -57,9 +57,7 @@ impl Action for DocPatch {
                     let stale = match &base_value {
                         // The base is no longer kept (or never existed): nothing says what changed.
                         None => true,
-                        Some(base_value) => documents::touched_paths(&patch)
-                            .iter()
-                            .any(|path| documents::value_at(base_value, path) != documents::value_at(&value, path)),
+                        Some(base_value) => documents::patch_conflicts(&patch, base_value, &value),
                     };
                     if stale {
                         let message = format!(

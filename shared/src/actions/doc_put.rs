@@ -56,7 +56,7 @@ impl Action for DocPut {
                     Ok(current) => match self.strategy {
                         Some(strategy) if strategy != current.strategy => Next::Reply(cx.error(
                             crate::protocol::ErrorCode::BadRequest,
-                            format!("document {:?} resolves conflicts by {:?}; a strategy is chosen only at creation", self.doc, current.strategy),
+                            format!("document {:?} resolves conflicts by {}; a strategy is chosen only at creation", self.doc, current.strategy.name()),
                         )),
                         _ => Next::Write { value: self.value.clone(), strategy: current.strategy, deleted: false },
                     },

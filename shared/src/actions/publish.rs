@@ -4,7 +4,9 @@
 use super::{Action, Context};
 use crate::engine::EngineError;
 use crate::ordering::{self, Entry};
-use crate::protocol::{EventKind, Invalid, JsonData, ServerFrame, check_data, check_id, check_name};
+use crate::layout;
+use crate::protocol::{ErrorCode, EventKind, Invalid, JsonData, ServerFrame, check_data, check_id, check_name};
+use crate::store::StoreError;
 use async_trait::async_trait;
 use serde::Deserialize;
 
@@ -41,6 +43,21 @@ impl Action for Publish {
             },
         )
         .await?;
+        if published.repeat && !made_by_a_publish(cx, &self.room, published.seq).await? {
+            return Ok(cx.error(
+                ErrorCode::BadRequest,
+                format!("id {:?} was already used in this room for another write (seq {}); use a new id", published.id, published.seq),
+            ));
+        }
         Ok(ServerFrame::Ack { room: self.room, seq: published.seq, id: published.id, reference: cx.reference() })
+    }
+}
+
+/// Whether the event at `seq` is a publish: a repeated id is acknowledged only as a repeat of a
+/// publish, never with the seq of a state change that used the same id.
+async fn made_by_a_publish(cx: &Context<'_>, room: &str, seq: u64) -> Result<bool, StoreError> {
+    match cx.store.get(&layout::event_key(room, seq)).await? {
+        Some(item) => Ok(layout::event_from_item(&item)?.is_some_and(|event| event.kind.is_publish())),
+        None => Ok(false),
     }
 }

@@ -1,0 +1,39 @@
+"""moto_server, with each DynamoDB and DynamoDB Streams request applied atomically, as on AWS.
+
+moto 5.2.5 serves requests on many threads with no lock around DynamoDB's operations, and a
+TransactWriteItems that is cancelled restores every table it touched from a copy taken when it
+began: any write another thread committed meanwhile is silently undone. Real DynamoDB never does
+that (a conditional write or a transaction is atomic), and LiveSync's own tests race writers on
+purpose, so they would see lost updates that AWS cannot produce. This runs moto's own server
+unchanged, except that one lock serialises the requests of those two services.
+
+Usage: python scripts/moto_server.py -H 127.0.0.1 -p 5005   (the arguments of moto_server)
+"""
+
+import functools
+import sys
+import threading
+
+from moto.dynamodb.responses import DynamoHandler
+from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+from moto.server import main
+
+_one_at_a_time = threading.RLock()
+
+
+def _atomic(handler):
+    call_action = handler.call_action
+
+    @functools.wraps(call_action)
+    def serialised(self):
+        with _one_at_a_time:
+            return call_action(self)
+
+    handler.call_action = serialised
+
+
+_atomic(DynamoHandler)
+_atomic(DynamoDBStreamsHandler)
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
