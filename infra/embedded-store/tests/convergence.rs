@@ -286,10 +286,14 @@ proptest! {
                 assert_eq!(reply["type"], "text.ack", "{reply}");
             }
             let server = world.ask(0, json!({"action": "text.get", "room": "r", "doc": "t"})).await;
+            // A schedule of catch-ups only never creates the text.
+            let (rev, text) = match server["type"].as_str() {
+                Some("text") => (server["rev"].as_u64().unwrap(), server["text"].as_str().unwrap().to_owned()),
+                _ => (0, String::new()),
+            };
             for replica in &mut replicas {
                 replica.catch_up(&world).await;
-                assert_eq!(replica.rev, server["rev"].as_u64().unwrap());
-                assert_eq!(replica.text, server["text"].as_str().unwrap());
+                assert_eq!((replica.rev, &replica.text), (rev, &text));
             }
         });
     }

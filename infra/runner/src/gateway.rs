@@ -1,35 +1,20 @@
 //! What API Gateway does before a Lambda runs: pick the route, build the event.
 //!
-//! Route selection follows the template's `RouteSelectionExpression: $request.body.action`: a
-//! frame whose `action` names a declared route goes to that route, anything else (not JSON, no
-//! action, an unknown one) to `$default`. The events carry every field API Gateway sends, so a
-//! handler that reads real events reads these.
+//! The template declares no route per action (every action goes through `$default`, see
+//! docs/ARCHITECTURE.md), so with its `RouteSelectionExpression: $request.body.action` every
+//! message is routed to `$default`, as here. The events carry every field API Gateway sends, so
+//! a handler that reads real events reads these.
 
 use aws_lambda_events::apigw::{ApiGatewayRequestIdentity, ApiGatewayWebsocketProxyRequest};
 use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
-use livesync_core::actions;
 use std::net::SocketAddr;
 
-/// The routes the template declares besides `$connect`, `$disconnect` and `$default`.
-pub const ACTION_ROUTES: &[&str] = actions::NAMES;
+/// The routes the template declares: a test holds this equal to `template.yaml`.
+pub const ROUTES: [&str; 3] = ["$connect", "$disconnect", DEFAULT_ROUTE];
 
+/// The route of every message: no action has a route of its own.
 pub const DEFAULT_ROUTE: &str = "$default";
-
-/// The route API Gateway would choose for this frame.
-pub fn select_route(body: &str) -> &'static str {
-    #[derive(serde::Deserialize)]
-    struct Selector {
-        action: Option<serde_json::Value>,
-    }
-    let action = serde_json::from_str::<Selector>(body).ok().and_then(|s| s.action);
-    match action {
-        Some(serde_json::Value::String(action)) => {
-            ACTION_ROUTES.iter().copied().find(|route| *route == action).unwrap_or(DEFAULT_ROUTE)
-        }
-        _ => DEFAULT_ROUTE,
-    }
-}
 
 /// An id in API Gateway's style (base64 of random bytes, as in `CpbWUd2JDoECJ5w=`).
 pub fn new_id() -> String {
@@ -76,8 +61,7 @@ impl Stage {
         is_base64_encoded: bool,
         now_ms: i64,
     ) -> ApiGatewayWebsocketProxyRequest {
-        let route = if is_base64_encoded { DEFAULT_ROUTE } else { select_route(&body) };
-        let mut event = self.event(peer, route, "MESSAGE", now_ms);
+        let mut event = self.event(peer, DEFAULT_ROUTE, "MESSAGE", now_ms);
         event.request_context.message_id = Some(new_id());
         event.body = Some(body);
         event.is_base64_encoded = is_base64_encoded;
@@ -154,17 +138,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_frame_goes_to_the_route_its_action_names_or_to_default() {
-        assert_eq!(select_route(r#"{"action":"publish","room":"a"}"#), "publish");
-        assert_eq!(select_route(r#"{"room":"a","action":"join"}"#), "join");
-        assert_eq!(select_route(r#"{"action":"dance"}"#), "$default");
-        assert_eq!(select_route(r#"{"action":7}"#), "$default");
-        assert_eq!(select_route(r#"{"room":"a"}"#), "$default");
-        assert_eq!(select_route("not json"), "$default");
-        assert_eq!(select_route("[1,2]"), "$default");
-    }
-
-    #[test]
     fn request_time_is_written_as_api_gateway_writes_it() {
         assert_eq!(request_time(0), "01/Jan/1970:00:00:00 +0000");
         assert_eq!(request_time(1_707_503_008_941), "09/Feb/2024:18:23:28 +0000");
@@ -202,7 +175,7 @@ mod tests {
         ] {
             assert!(context[field].is_string(), "{field} missing from {context}");
         }
-        assert_eq!(context["routeKey"], "ping");
+        assert_eq!(context["routeKey"], "$default");
         assert_eq!(context["connectedAt"], 1);
         assert_eq!(context["requestTimeEpoch"], 2);
         let back: ApiGatewayWebsocketProxyRequest = serde_json::from_value(json).unwrap();

@@ -8,6 +8,11 @@
 //!   deliveries per second (events received, summed over subscribers) and publish-to-receipt
 //!   latency percentiles over every delivery.
 //! * **idle memory**: the server's resident memory with `--subscribers` idle connections.
+//! * **contended state**: `--writers` clients increment one counter in one document at once,
+//!   each waiting for its acknowledgement before the next (`doc.incr`, a read-decide-write with
+//!   its event in one transaction, retried by the server on every lost race). Reported: accepted
+//!   writes per second, acknowledgement latency percentiles, and the final count, which must be
+//!   exactly the number of acknowledgements.
 //!
 //! Figures are printed, never asserted: speed belongs here, not in the tests.
 
@@ -40,6 +45,12 @@ struct Args {
     /// Bytes of payload per event.
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Clients writing one document at once in the contended-state run (0: skip it).
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+    /// Increments each writer makes in the contended-state run.
+    #[arg(long, default_value_t = 200)]
+    writes: usize,
     /// Serve instead of benchmarking (used by the benchmark itself).
     #[arg(long, hide = true)]
     serve: Option<std::path::PathBuf>,
@@ -280,6 +291,68 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_secs_f64(),
         100.0 * cpu / elapsed.as_secs_f64(),
         server.resident_kib() as f64 / 1024.0
+    );
+    if args.writers > 0 {
+        contended_state(&server, args.writers, args.writes).await?;
+    }
+    Ok(())
+}
+
+/// Milliseconds at percentile `p` of sorted microsecond samples.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    let at = ((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().saturating_sub(1));
+    sorted_us.get(at).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+async fn contended_state(server: &Server, writers: usize, writes: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut setup = connect(&server.url).await;
+    let created = request(
+        &mut setup,
+        r#"{"action":"doc.put","room":"state","doc":"counter","base":0,"value":{"n":0}}"#.to_owned(),
+    )
+    .await;
+    assert!(created.contains("\"version\":1"), "{created}");
+    let cpu_before = server.cpu_seconds();
+    let began = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let url = server.url.clone();
+            tokio::spawn(async move {
+                let mut socket = connect(&url).await;
+                let mut acks_us = Vec::with_capacity(writes);
+                for _ in 0..writes {
+                    let sent = Instant::now();
+                    let frame = r#"{"action":"doc.incr","room":"state","doc":"counter","path":"/n","by":1}"#;
+                    let reply = request(&mut socket, frame.to_owned()).await;
+                    assert!(reply.contains("\"type\":\"doc\""), "{reply}");
+                    acks_us.push(sent.elapsed().as_micros() as u32);
+                }
+                acks_us
+            })
+        })
+        .collect();
+    let mut acks: Vec<u32> = Vec::with_capacity(writers * writes);
+    for task in tasks {
+        acks.extend(task.await?);
+    }
+    let elapsed = began.elapsed();
+    let cpu = server.cpu_seconds() - cpu_before;
+    acks.sort_unstable();
+    let counter = request(&mut setup, r#"{"action":"doc.get","room":"state","doc":"counter"}"#.to_owned()).await;
+    let count = serde_json::from_str::<serde_json::Value>(&counter)?["value"]["n"].as_u64().unwrap_or(0);
+    println!("contended state: {writers} writers x {writes} doc.incr on one document, each waiting for its ack");
+    println!(
+        "  accepted writes: {:.0}/s ({:.2} s); final count {count} of {} acknowledged",
+        acks.len() as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        acks.len()
+    );
+    println!(
+        "  ack latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server CPU {:.0}% of one core",
+        percentile_ms(&acks, 0.50),
+        percentile_ms(&acks, 0.99),
+        percentile_ms(&acks, 1.0),
+        100.0 * cpu / elapsed.as_secs_f64()
     );
     Ok(())
 }
