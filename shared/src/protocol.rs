@@ -276,8 +276,9 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
             None,
         ));
     }
-    let envelope: serde_json::Value = serde_json::from_str(body)
-        .map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("frame is not valid JSON: {e}"), None))?;
+    let envelope = serde_json::from_str::<UniqueKeys>(body)
+        .map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("frame is not valid JSON: {e}"), None))?
+        .0;
     let serde_json::Value::Object(fields) = &envelope else {
         return Err(Refusal::new(
             ErrorCode::BadRequest,
@@ -320,6 +321,76 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
     match parsed {
         Ok(request) => Ok(ClientFrame { reference, request }),
         Err(Invalid { code, message }) => Err(Refusal { code, message, reference }),
+    }
+}
+
+/// A JSON value in which no object names a member twice. Parsers disagree on which of two
+/// duplicates wins (serde keeps the last, others the first), so a frame such as
+/// `{"action":"ping","action":"publish",...}` could mean one thing to a proxy or a log and
+/// another here: it is refused instead.
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if members.contains_key(&name) {
+                return Err(A::Error::custom(format!("duplicate key {name:?} (each member may appear once)")));
+            }
+            members.insert(name, value);
+        }
+        Ok(serde_json::Value::Object(members))
     }
 }
 
@@ -630,6 +701,21 @@ mod tests {
 
         let r = refusal(r#"{"action":"publish","room":"a","id":"","data":1}"#);
         assert!(r.message.contains("\"id\" must be"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_frame_naming_a_member_twice_is_refused_at_any_depth() {
+        let r = refusal(r#"{"action":"ping","action":"publish","room":"a","data":1}"#);
+        assert_eq!(r.code, ErrorCode::BadRequest);
+        assert!(r.message.contains("duplicate key \"action\""), "{}", r.message);
+        let r = refusal(r#"{"action":"publish","room":"a","data":{"x":1,"y":[{"z":1,"z":2}]}}"#);
+        assert!(r.message.contains("duplicate key \"z\""), "{}", r.message);
+        let nested =
+            parse_client_frame(r#"{"action":"publish","room":"a","data":{"x":[1,2.5,null,true,"s",{}]}}"#).unwrap();
+        let ClientFrame { request: actions::Request::Publish(publish), .. } = nested else { panic!("a publish") };
+        assert_eq!(publish.data.as_json(), r#"{"x":[1,2.5,null,true,"s",{}]}"#, "values read as before");
+        let deep = format!(r#"{{"action":"publish","room":"a","data":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert!(refusal(&deep).message.contains("recursion limit"), "deep nesting is refused, not a stack overflow");
     }
 
     #[test]
