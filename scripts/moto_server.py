@@ -5,7 +5,10 @@ TransactWriteItems that is cancelled restores every table it touched from a copy
 began: any write another thread committed meanwhile is silently undone. Real DynamoDB never does
 that (a conditional write or a transaction is atomic), and LiveSync's own tests race writers on
 purpose, so they would see lost updates that AWS cannot produce. This runs moto's own server
-unchanged, except that one lock serialises the requests of those two services.
+unchanged, except that one lock serialises the requests of those two services, and that a
+cancelled transaction keeps the table's stream shard: moto's restored copy would bring a new
+shard object, while open shard iterators keep reading the old one, which still holds records of
+the writes that were rolled back (read as if they happened) and never receives later ones.
 
 Usage: python scripts/moto_server.py -H 127.0.0.1 -p 5005   (the arguments of moto_server)
 """
@@ -14,6 +17,7 @@ import functools
 import sys
 import threading
 
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.server import main
@@ -34,6 +38,27 @@ def _atomic(handler):
 
 _atomic(DynamoHandler)
 _atomic(DynamoDBStreamsHandler)
+
+_transact_write_items = DynamoDBBackend.transact_write_items
+
+
+def _transact_keeping_streams(self, transact_items):
+    # The stream shard of every table, and how many records it held before the transaction.
+    shards = {name: (table.stream_shard, len(table.stream_shard.items))
+              for name, table in self.tables.items() if table.stream_shard is not None}
+    try:
+        return _transact_write_items(self, transact_items)
+    except Exception:
+        for name, (shard, length) in shards.items():
+            restored = self.tables.get(name)
+            if restored is not None and restored.stream_shard is not shard:
+                del shard.items[length:]
+                shard.table = restored
+                restored.stream_shard = shard
+        raise
+
+
+DynamoDBBackend.transact_write_items = _transact_keeping_streams
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -68,7 +68,17 @@ pub async fn commit<W: StateWrite>(
         let state = write.read(cx).await?;
         let (steps, outcome) = match write.decide(cx, state)? {
             Decision::Change { steps, outcome } => (steps, outcome),
-            Decision::Reply(frame) => return Ok(frame),
+            Decision::Reply(frame) => {
+                // A copy of this request sent concurrently (a retry while the original is still
+                // in flight) may have been applied since the id was looked up: it changed the
+                // state this refusal was decided on, so its outcome is the answer.
+                if let Some(id) = id
+                    && let Some(seq) = ordering::seq_of_id(cx.store, room, id).await?
+                {
+                    return replay(cx, room, id, seq, write).await;
+                }
+                return Ok(frame);
+            }
         };
         // Straight to text, so the event's fields keep the reply's order.
         let data = serde_json::to_string(&outcome)

@@ -195,10 +195,12 @@ impl StreamFeed {
         shard.iterator = output.next_shard_iterator().map(str::to_owned);
         let closed = shard.iterator.is_none();
         // An empty read of an open shard: the next read takes a fresh iterator after the last
-        // record rather than the chained one. A chain can stop yielding records that are in the
-        // shard (moto's does, after racing TransactWriteItems: every record is there, yet the
-        // chain ends after a few), and a fresh iterator finds them. It costs one
-        // GetShardIterator per idle poll; a busy shard keeps its chain.
+        // record rather than the chained one, so a chain that stopped yielding records still in
+        // the shard cannot stall the feed for good. Plain moto's chains do (a cancelled
+        // transaction swaps the table's shard object, and old iterators keep reading the
+        // abandoned one); `scripts/moto_server.py` mends that for our tests, but users point the
+        // runner at moto as it is. It costs one GetShardIterator per idle poll; a busy shard
+        // keeps its chain.
         if records_read == 0 && !closed && shard.last_sequence_number.is_some() {
             shard.iterator = None;
         }

@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             concurrent_text_edits_converge_on_the_server_text,
             every_state_change_is_an_event_of_its_room_in_version_order,
             a_member_who_disconnects_leaves_presence_once,
+            copies_of_one_write_sent_at_once_all_get_its_outcome,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
@@ -747,4 +748,29 @@ pub async fn a_member_who_disconnects_leaves_presence_once(store: Arc<dyn Store>
             json!({"left": {"connection": "c1", "user": "ann"}}),
         ]
     );
+}
+
+pub async fn copies_of_one_write_sent_at_once_all_get_its_outcome(store: Arc<dyn Store>) {
+    use serde_json::json;
+    let engines = [engine(&store), engine(&store)];
+    ask(&engines[0], "shop", "set", json!({"action": "stock.set", "room": "shop", "sku": "k", "level": 3})).await;
+    // A client retries its order while the first attempt is still in flight, several times.
+    let order = json!({"action": "stock.adjust", "room": "shop", "sku": "k", "delta": -3, "id": "order-1"});
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let engine = engines[n % 2].clone();
+            let body = order.clone();
+            tokio::spawn(async move { ask(&engine, "buyer", &format!("copy-{n}"), body).await })
+        })
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(
+            (reply["type"].as_str(), reply["level"].as_i64()),
+            (Some("stock"), Some(0)),
+            "every copy is the sale: {reply}"
+        );
+    }
+    let stock_events = room_log(&store, "shop").await.into_iter().filter(|e| e["kind"] == "stock").count();
+    assert_eq!(stock_events, 2, "the set and one sale");
 }
