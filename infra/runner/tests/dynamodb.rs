@@ -19,18 +19,36 @@ async fn next_push(socket: &mut Socket) -> Value {
     }
 }
 
+/// A table of its own on the moto server `scripts/test` starts, for a runner configured only by
+/// the SDK's standard environment.
+struct OnMoto {
+    endpoint: String,
+    table: String,
+}
+
+impl OnMoto {
+    fn new(name: &str) -> OnMoto {
+        let endpoint =
+            std::env::var("LIVESYNC_MOTO_ENDPOINT").expect("LIVESYNC_MOTO_ENDPOINT (scripts/test starts moto)");
+        OnMoto { endpoint, table: format!("{name}-{}", std::process::id()) }
+    }
+
+    /// Starts the runner on the table, creating it if missing.
+    fn start(&self) -> (std::process::Child, String) {
+        let env = [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ];
+        start(&["--store", "dynamodb", "--table", &self.table, "--create-tables"], &env)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_creates_its_table_serves_rooms_from_dynamodb_and_keeps_them_across_restarts() {
-    let endpoint = std::env::var("LIVESYNC_MOTO_ENDPOINT").expect("LIVESYNC_MOTO_ENDPOINT (scripts/test starts moto)");
-    let table = format!("runner-{}", std::process::id());
-    let env = [
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ];
-    let args = ["--store", "dynamodb", "--table", table.as_str(), "--create-tables"];
-    let (runner, url) = start(&args, &env);
+    let moto = OnMoto::new("runner");
+    let (runner, url) = moto.start();
 
     let (mut reader, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let joined = call(&mut reader, json!({"action": "join", "room": "dyn", "ref": "j"})).await;
@@ -59,7 +77,7 @@ async fn the_runner_creates_its_table_serves_rooms_from_dynamodb_and_keeps_them_
     assert!(wait_for_exit(runner).success());
 
     // The data is in the table, not in the runner.
-    let (runner, url) = start(&args, &env);
+    let (runner, url) = moto.start();
     let (mut client, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let history = call(&mut client, json!({"action": "sync", "room": "dyn", "since": 0, "ref": "s"})).await;
     let seqs: Vec<u64> = history["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -69,12 +87,12 @@ async fn the_runner_creates_its_table_serves_rooms_from_dynamodb_and_keeps_them_
     assert_eq!(repeat["seq"], 2);
 
     // The table is the template's: stream with both images, TTL on expires_at.
-    let sdk = livesync_dynamodb::emulator_config(&endpoint).await;
+    let sdk = livesync_dynamodb::emulator_config(&moto.endpoint).await;
     let tables = aws_sdk_dynamodb::Client::new(&sdk);
-    let described = tables.describe_table().table_name(&table).send().await.unwrap();
+    let described = tables.describe_table().table_name(&moto.table).send().await.unwrap();
     let stream = described.table().unwrap().stream_specification().unwrap();
     assert_eq!(stream.stream_view_type().map(|v| v.as_str()), Some("NEW_AND_OLD_IMAGES"));
-    let ttl = tables.describe_time_to_live().table_name(&table).send().await.unwrap();
+    let ttl = tables.describe_time_to_live().table_name(&moto.table).send().await.unwrap();
     assert_eq!(ttl.time_to_live_description().and_then(|d| d.attribute_name()), Some("expires_at"));
     signal(&runner, "TERM");
     assert!(wait_for_exit(runner).success());
@@ -82,16 +100,8 @@ async fn the_runner_creates_its_table_serves_rooms_from_dynamodb_and_keeps_them_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_dynamodb_concurrent_buyers_never_oversell_and_the_dashboard_sees_every_level() {
-    let endpoint = std::env::var("LIVESYNC_MOTO_ENDPOINT").expect("LIVESYNC_MOTO_ENDPOINT (scripts/test starts moto)");
-    let table = format!("runner-stock-{}", std::process::id());
-    let env = [
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ];
-    let args = ["--store", "dynamodb", "--table", table.as_str(), "--create-tables"];
-    let (runner, url) = start(&args, &env);
+    let moto = OnMoto::new("runner-stock");
+    let (runner, url) = moto.start();
 
     let (mut dashboard, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     call(&mut dashboard, json!({"action": "join", "room": "shop", "ref": "j"})).await;
