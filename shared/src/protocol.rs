@@ -428,6 +428,14 @@ pub fn check_id(id: Option<&str>) -> Result<(), Invalid> {
     }
 }
 
+/// Checks what every state write names: its room, its target (`field` is `doc` or `sku`) and its
+/// optional client id.
+pub fn check_write(room: &str, field: &str, target: &str, id: Option<&str>) -> Result<(), Invalid> {
+    check_name("room", room)?;
+    check_name(field, target)?;
+    check_id(id)
+}
+
 /// Checks that a JSON value fits in one event and one reply.
 pub fn check_data(field: &str, data: &JsonData) -> Result<(), Invalid> {
     let bytes = data.as_json().len();

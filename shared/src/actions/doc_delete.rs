@@ -4,7 +4,7 @@
 use super::{Action, Context};
 use crate::documents::{self, DocWrite, Next};
 use crate::engine::EngineError;
-use crate::protocol::{Invalid, JsonData, ServerFrame, check_id, check_name};
+use crate::protocol::{Invalid, JsonData, ServerFrame, check_write};
 use crate::state;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -21,9 +21,7 @@ pub struct DocDelete {
 #[async_trait]
 impl Action for DocDelete {
     fn check(&self) -> Result<(), Invalid> {
-        check_name("room", &self.room)?;
-        check_name("doc", &self.doc)?;
-        check_id(self.id.as_deref())
+        check_write(&self.room, "doc", &self.doc, self.id.as_deref())
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -6,7 +6,7 @@
 use super::{Action, Context};
 use crate::documents::{self, DocState, DocWrite, Next};
 use crate::engine::EngineError;
-use crate::protocol::{ErrorCode, Invalid, JsonData, ServerFrame, check_id, check_name};
+use crate::protocol::{ErrorCode, Invalid, JsonData, ServerFrame, check_write};
 use crate::state;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -25,9 +25,7 @@ pub struct DocIncr {
 #[async_trait]
 impl Action for DocIncr {
     fn check(&self) -> Result<(), Invalid> {
-        check_name("room", &self.room)?;
-        check_name("doc", &self.doc)?;
-        check_id(self.id.as_deref())?;
+        check_write(&self.room, "doc", &self.doc, self.id.as_deref())?;
         if !self.path.starts_with('/') {
             return Err(Invalid::bad_request("\"path\" must be a JSON pointer to a member, such as \"/likes\""));
         }

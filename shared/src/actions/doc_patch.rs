@@ -6,7 +6,7 @@
 use super::{Action, Context};
 use crate::documents::{self, DocState, DocWrite, Next, Strategy};
 use crate::engine::EngineError;
-use crate::protocol::{Invalid, JsonData, ServerFrame, check_data, check_id, check_name};
+use crate::protocol::{Invalid, JsonData, ServerFrame, check_data, check_write};
 use crate::state;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -25,9 +25,7 @@ pub struct DocPatch {
 impl Action for DocPatch {
     fn check(&self) -> Result<(), Invalid> {
         check_data("patch", &self.patch)?;
-        check_name("room", &self.room)?;
-        check_name("doc", &self.doc)?;
-        check_id(self.id.as_deref())
+        check_write(&self.room, "doc", &self.doc, self.id.as_deref())
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

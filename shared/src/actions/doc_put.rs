@@ -5,7 +5,7 @@
 use super::{Action, Context};
 use crate::documents::{self, DocWrite, Next, Strategy};
 use crate::engine::EngineError;
-use crate::protocol::{Invalid, JsonData, ServerFrame, check_data, check_id, check_name};
+use crate::protocol::{Invalid, JsonData, ServerFrame, check_data, check_write};
 use crate::state;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -26,9 +26,7 @@ pub struct DocPut {
 impl Action for DocPut {
     fn check(&self) -> Result<(), Invalid> {
         check_data("value", &self.value)?;
-        check_name("room", &self.room)?;
-        check_name("doc", &self.doc)?;
-        check_id(self.id.as_deref())
+        check_write(&self.room, "doc", &self.doc, self.id.as_deref())
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -4,7 +4,7 @@
 use super::{Action, Context};
 use crate::documents::{self, DocWrite, Next};
 use crate::engine::EngineError;
-use crate::protocol::{ErrorCode, Invalid, ServerFrame, check_id, check_name};
+use crate::protocol::{ErrorCode, Invalid, ServerFrame, check_write};
 use crate::state;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -22,9 +22,7 @@ pub struct DocRollback {
 #[async_trait]
 impl Action for DocRollback {
     fn check(&self) -> Result<(), Invalid> {
-        check_name("room", &self.room)?;
-        check_name("doc", &self.doc)?;
-        check_id(self.id.as_deref())
+        check_write(&self.room, "doc", &self.doc, self.id.as_deref())
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -4,7 +4,7 @@
 
 use super::{Action, Context};
 use crate::engine::EngineError;
-use crate::protocol::{Invalid, ServerFrame, check_id, check_name};
+use crate::protocol::{Invalid, ServerFrame, check_write};
 use crate::state;
 use crate::stock::{Change, StockWrite};
 use async_trait::async_trait;
@@ -22,9 +22,7 @@ pub struct StockAdjust {
 #[async_trait]
 impl Action for StockAdjust {
     fn check(&self) -> Result<(), Invalid> {
-        check_name("room", &self.room)?;
-        check_name("sku", &self.sku)?;
-        check_id(self.id.as_deref())?;
+        check_write(&self.room, "sku", &self.sku, self.id.as_deref())?;
         if self.delta == 0 {
             return Err(Invalid::bad_request("\"delta\" must not be 0"));
         }

@@ -3,7 +3,7 @@
 
 use super::{Action, Context};
 use crate::engine::EngineError;
-use crate::protocol::{Invalid, ServerFrame, check_id, check_name};
+use crate::protocol::{Invalid, ServerFrame, check_write};
 use crate::state;
 use crate::stock::{Change, StockWrite};
 use async_trait::async_trait;
@@ -21,9 +21,7 @@ pub struct StockSet {
 #[async_trait]
 impl Action for StockSet {
     fn check(&self) -> Result<(), Invalid> {
-        check_name("room", &self.room)?;
-        check_name("sku", &self.sku)?;
-        check_id(self.id.as_deref())
+        check_write(&self.room, "sku", &self.sku, self.id.as_deref())
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -4,7 +4,7 @@
 
 use super::{Action, Context};
 use crate::engine::EngineError;
-use crate::protocol::{Invalid, ServerFrame, check_id, check_name};
+use crate::protocol::{Invalid, ServerFrame, check_write};
 use crate::text::Operation;
 use crate::{state, texts};
 use async_trait::async_trait;
@@ -23,9 +23,7 @@ pub struct TextEdit {
 #[async_trait]
 impl Action for TextEdit {
     fn check(&self) -> Result<(), Invalid> {
-        check_name("room", &self.room)?;
-        check_name("doc", &self.doc)?;
-        check_id(self.id.as_deref())
+        check_write(&self.room, "doc", &self.doc, self.id.as_deref())
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {
