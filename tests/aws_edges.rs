@@ -16,15 +16,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// The management client, pointed at the runner as the fanout function is pointed at the stage.
 async fn management_client(local: &Local) -> aws_sdk_apigatewaymanagement::Client {
-    let sdk = livesync_dynamodb::emulator_config(&local.http_url()).await;
+    let sdk = livesync_dynamodb::emulator_config(&local.management_url()).await;
     aws_sdk_apigatewaymanagement::Client::new(&sdk)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_management_client_posts_to_reads_and_deletes_a_runner_connection() {
     let local = Local::start().await;
-    let mut client = local.client().await;
-    let id = client.connection_id().await;
+    let (mut client, id) = local.client_with_id().await;
     let api = management_client(&local).await;
 
     api.post_to_connection().connection_id(&id).data(br#"{"type":"hello"}"#.to_vec().into()).send().await.unwrap();
@@ -49,7 +48,7 @@ async fn the_real_management_client_posts_to_reads_and_deletes_a_runner_connecti
 async fn fanout_function(local: &Local, table: &str) -> (Fanout, Arc<DynamoStore>) {
     let sdk = moto_config().await;
     let store = Arc::new(DynamoStore::new(&sdk, table));
-    let poster = ApiGatewayPoster::new(&sdk, &local.http_url());
+    let poster = ApiGatewayPoster::new(&sdk, &local.management_url());
     (Fanout::new(store.clone(), Arc::new(poster)), store)
 }
 
@@ -62,8 +61,7 @@ async fn subscribers(store: &DynamoStore, room: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fanout_function_delivers_a_recorded_batch_and_reports_only_the_damaged_record() {
     let local = Local::start().await;
-    let mut client = local.client().await;
-    let id = client.connection_id().await;
+    let (mut client, id) = local.client_with_id().await;
     let table = moto_table(&moto_config().await, "fanout-fixture").await;
     let (fanout, store) = fanout_function(&local, &table).await;
     membership::subscribe(store.as_ref(), &SystemClock, &RoomHeads::default(), "fixture", &id, None).await.unwrap();
@@ -127,8 +125,7 @@ fn lambda_record(record: &aws_sdk_dynamodbstreams::types::Record, arn: &str) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fanout_function_delivers_records_read_off_motos_stream() {
     let local = Local::start().await;
-    let mut client = local.client().await;
-    let id = client.connection_id().await;
+    let (mut client, id) = local.client_with_id().await;
     let sdk = moto_config().await;
     let table = moto_table(&sdk, "fanout-stream").await;
     let (fanout, store) = fanout_function(&local, &table).await;
@@ -154,7 +151,9 @@ async fn the_fanout_function_delivers_records_read_off_motos_stream() {
     membership::subscribe(store.as_ref(), &SystemClock, &RoomHeads::default(), "live", &id, None).await.unwrap();
     for text in ["one", "two"] {
         let body = json!({"action": "publish", "room": "live", "data": text}).to_string();
-        let ack = engine.handle("publisher", &format!("req-{text}"), &body).await;
+        let ack = engine
+            .handle(&livesync_core::access::Caller::anonymous("publisher"), "publisher", &format!("req-{text}"), &body)
+            .await;
         assert!(matches!(ack, livesync_core::protocol::ServerFrame::Ack { .. }), "{ack:?}");
     }
 

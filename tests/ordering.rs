@@ -92,17 +92,18 @@ async fn rooms_are_independent_and_leaving_stops_the_pushes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_closed_and_nobody_else_waits_for_it() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-    let local = Local::start_with(|config| config.send_queue = 8).await;
+    let local = Local::start_with(|config| config.limits.send_queue_bytes = 512 * 1024).await;
     let mut healthy = local.client().await;
     healthy.join("firehose", None).await;
     // A raw socket that joins and then never reads again.
     let mut stalled = local.client().await;
     stalled.join("firehose", None).await;
 
-    let published = 200;
+    let published = 400;
     let reading = tokio::spawn(async move { healthy.pushed_seqs("firehose", published).await });
     let mut writer = local.client().await;
-    let blob = "z".repeat(60 * 1024);
+    // Under API Gateway's 32 KB frame, 12 MB in all: more than loopback's socket buffers hold.
+    let blob = "z".repeat(30 * 1024);
     for _ in 0..published {
         writer.publish("firehose", None, json!(blob)).await;
     }

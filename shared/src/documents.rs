@@ -94,6 +94,7 @@ pub fn conflict(cx: &Context<'_>, room: &str, current: DocState, message: impl I
         message: message.into(),
         current: Some(Box::new(ServerFrame::Doc { room: room.to_owned(), state: current, reference: None })),
         level: None,
+        retry_after_ms: None,
         reference: cx.reference(),
     }
 }
@@ -223,7 +224,7 @@ where
                 .with("value", Attr::S(value.as_json().to_owned()))
                 .with("strategy", Attr::S(strategy.name().to_owned()))
                 .with("ts", Attr::N(now))
-                .with("from", Attr::S(cx.connection.to_owned())),
+                .with("from", Attr::S(cx.caller.from().to_owned())),
         );
         let kept = mark(
             Item::new(layout::doc_version_key(self.room, self.doc, version))
@@ -231,7 +232,7 @@ where
                 .with("value", Attr::S(value.as_json().to_owned()))
                 .with("strategy", Attr::S(strategy.name().to_owned()))
                 .with("ts", Attr::N(now))
-                .with("from", Attr::S(cx.connection.to_owned())),
+                .with("from", Attr::S(cx.caller.from().to_owned())),
         );
         let mut steps =
             vec![TxOp::Put { item: document, condition }, TxOp::Put { item: kept, condition: Condition::Always }];

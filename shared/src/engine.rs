@@ -5,8 +5,10 @@
 //! request needs is in the store, so any number of hosts can serve the same rooms. What each
 //! action does is in its own file under [`crate::actions`].
 
+use crate::access::{Access, Caller};
 use crate::actions::Context;
 use crate::clock::Clock;
+use crate::limits::{Admission, WriteLimiter};
 use crate::membership;
 use crate::ordering::{PublishError, RoomHeads};
 use crate::protocol::{ErrorCode, ServerFrame, parse_client_frame};
@@ -32,11 +34,18 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     heads: RoomHeads,
     history: u64,
+    limiter: Option<Arc<dyn WriteLimiter>>,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Engine { store, clock, heads: RoomHeads::default(), history: HISTORY_VERSIONS }
+        Engine { store, clock, heads: RoomHeads::default(), history: HISTORY_VERSIONS, limiter: None }
+    }
+
+    /// Limits each connection's writes (see [`crate::limits`]); without one, writes are unlimited.
+    pub fn with_limiter(mut self, limiter: Arc<dyn WriteLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// Keeps this many versions per document (and edits per text); at least 1.
@@ -57,12 +66,17 @@ impl Engine {
     /// `$disconnect`: forget the connection and its subscriptions (members leave presence).
     /// Returns the number of rooms it was in.
     pub async fn disconnect(&self, connection: &str) -> Result<usize, EngineError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.forget(connection);
+        }
         membership::forget(self.store.as_ref(), self.clock.as_ref(), &self.heads, connection).await
     }
 
     /// One client frame in, the direct reply out. Never fails: bad input gets an error frame that
-    /// says what is wrong, and an infrastructure failure gets `internal` (and a log line).
-    pub async fn handle(&self, connection: &str, request_id: &str, body: &str) -> ServerFrame {
+    /// says what is wrong, a room outside the caller's grant gets `forbidden`, a write over the
+    /// connection's rate gets `rate_limited`, and an infrastructure failure gets `internal` (and
+    /// a log line). A refused frame changes nothing.
+    pub async fn handle(&self, caller: &Caller, connection: &str, request_id: &str, body: &str) -> ServerFrame {
         let frame = match parse_client_frame(body) {
             Ok(frame) => frame,
             Err(refusal) => return refusal.into_frame(),
@@ -73,21 +87,49 @@ impl Engine {
             heads: &self.heads,
             history: self.history,
             connection,
+            caller,
             request_id,
             reference: frame.reference,
+            digest: &frame.digest,
         };
-        match frame.request.apply(&cx).await {
-            Ok(reply) => reply,
-            Err(error) => {
-                tracing::error!(connection, request_id, error = %Chain(&error), "request failed");
-                ServerFrame::error(
-                    ErrorCode::Internal,
-                    "the server failed to complete this request; it may not have been applied. \
-                     Retry it (a write with the same id is never applied twice)",
-                    cx.reference,
-                )
+        let access = frame.request.access();
+        if !caller.may(access) {
+            let (verb, room) = match access {
+                Access::Read(room) => ("read", room),
+                Access::Write(room) => ("write", room),
+                Access::Open => unreachable!("open access is always granted"),
+            };
+            return cx.error(ErrorCode::Forbidden, format!("your token does not grant {verb} access to room {room:?}"));
+        }
+        if let (Access::Write(_), Some(limiter)) = (access, &self.limiter) {
+            match limiter.admit(connection, self.clock.now_ms()).await {
+                Ok(Admission::Admitted(())) => {}
+                Ok(Admission::Refused { retry_after_ms }) => {
+                    let mut refusal = cx.error(
+                        ErrorCode::RateLimited,
+                        format!("too many writes from this connection; retry after {retry_after_ms} ms"),
+                    );
+                    if let ServerFrame::Error { retry_after_ms: wait, .. } = &mut refusal {
+                        *wait = Some(retry_after_ms);
+                    }
+                    return refusal;
+                }
+                Err(error) => return self.internal(&cx, &EngineError::Store(error)),
             }
         }
+        match frame.request.apply(&cx).await {
+            Ok(reply) => reply,
+            Err(error) => self.internal(&cx, &error),
+        }
+    }
+
+    fn internal(&self, cx: &Context<'_>, error: &EngineError) -> ServerFrame {
+        tracing::error!(connection = cx.connection, request_id = cx.request_id, error = %Chain(error), "request failed");
+        cx.error(
+            ErrorCode::Internal,
+            "the server failed to complete this request; it may not have been applied. \
+             Retry it (a write with the same id is never applied twice)",
+        )
     }
 }
 

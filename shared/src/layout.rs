@@ -3,14 +3,15 @@
 //! ```text
 //! pk                 sk                    attributes
 //! ROOM#<room>        EVT#<seq, 20 digits>  seq, id, from, kind?, data (JSON text), ts
-//! ROOM#<room>        ID#<event id>         seq                   idempotency record
+//! ROOM#<room>        ID#<event id>         seq, digest?          idempotency record (anonymous)
+//! ROOM#<room>        UID#<n>:<user>#<event id>  seq, digest       a user's idempotency record
 //! ROOM#<room>        SUB#<connection>      expires_at, user?     who to fan out to; presence
 //! ROOM#<room>        DOC#<doc>             version, value, strategy, deleted?, ts, from
 //! ROOM#<room>        DOCV#<n>:<doc>#<version, 20 digits>   value, deleted?, ts, from   history
 //! ROOM#<room>        TEXT#<doc>            rev, text
 //! ROOM#<room>        TEXTOP#<n>:<doc>#<rev, 20 digits>     ops (JSON), from   edits to transform past
 //! ROOM#<room>        STOCK#<sku>           level, version
-//! CONN#<connection>  META                  connected_at, expires_at
+//! CONN#<connection>  META                  connected_at, expires_at, tat?   tat: its write bucket
 //! CONN#<connection>  SUB#<room>            expires_at, user?     what to clean up on disconnect
 //! ```
 //!
@@ -29,6 +30,7 @@ const ROOM: &str = "ROOM#";
 const CONNECTION: &str = "CONN#";
 const EVENT: &str = "EVT#";
 const EVENT_ID: &str = "ID#";
+const USER_EVENT_ID: &str = "UID#";
 const SUBSCRIPTION: &str = "SUB#";
 const META: &str = "META";
 const DOC: &str = "DOC#";
@@ -97,13 +99,50 @@ pub fn head_of(room: &str) -> Query {
     Query::new(room_pk(room), SortKeys::Prefix(EVENT.to_owned()), 1).descending()
 }
 
-/// The record that makes a write with a client id idempotent.
-pub fn event_id_item(room: &str, id: &str, seq: u64) -> Item {
-    Item::new(event_id_key(room, id)).with("seq", Attr::N(seq_attr(seq)))
+/// A client's idempotency id: the id, the user whose namespace it is in (none for anonymous
+/// callers, who share the room's), and the digest of the request it was first used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientId<'a> {
+    pub id: &'a str,
+    pub scope: Option<&'a str>,
+    pub digest: &'a str,
 }
 
-pub fn event_id_key(room: &str, id: &str) -> Key {
-    Key::new(room_pk(room), format!("{EVENT_ID}{id}"))
+/// What an idempotency record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdRecord {
+    pub seq: u64,
+    /// `None` in records written before requests were digested.
+    pub digest: Option<String>,
+}
+
+impl IdRecord {
+    /// Whether the record was made by the request with this digest (or cannot tell).
+    pub fn made_by(&self, digest: &str) -> bool {
+        self.digest.as_deref().is_none_or(|made| made == digest)
+    }
+}
+
+/// The record that makes a write with a client id idempotent.
+pub fn event_id_item(room: &str, client: ClientId<'_>, seq: u64) -> Item {
+    Item::new(event_id_key(room, client))
+        .with("seq", Attr::N(seq_attr(seq)))
+        .with("digest", Attr::S(client.digest.to_owned()))
+}
+
+/// `ID#<id>` in the room's namespace; `UID#<n>:<user>#<id>` in a user's (the length keeps one
+/// user's ids from ever reading as another's).
+pub fn event_id_key(room: &str, client: ClientId<'_>) -> Key {
+    let sk = match client.scope {
+        None => format!("{EVENT_ID}{}", client.id),
+        Some(user) => format!("{}{}", exact_prefix(USER_EVENT_ID, user), client.id),
+    };
+    Key::new(room_pk(room), sk)
+}
+
+/// Reads an idempotency record.
+pub fn id_record(item: &Item) -> Result<IdRecord, StoreError> {
+    Ok(IdRecord { seq: seq_of(item)?, digest: item.string("digest").map(str::to_owned) })
 }
 
 /// The `seq` attribute of an event or idempotency record.
@@ -113,8 +152,15 @@ pub fn seq_of(item: &Item) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::Malformed { key: item.key.clone(), reason: "no seq".to_owned() })
 }
 
+/// The connection's write bucket (see [`crate::limits`]): its theoretical arrival time, in µs.
+pub const BUCKET_ATTRIBUTE: &str = "tat";
+
+pub fn connection_key(connection: &str) -> Key {
+    Key::new(connection_pk(connection), META)
+}
+
 pub fn connection_item(connection: &str, connected_at_ms: u64) -> Item {
-    Item::new(Key::new(connection_pk(connection), META))
+    Item::new(connection_key(connection))
         .with("connected_at", Attr::N(connected_at_ms as i64))
         .with(TTL_ATTRIBUTE, Attr::N(connection_expiry(connected_at_ms)))
 }
@@ -216,7 +262,7 @@ pub fn sku_of(item: &Item) -> Option<&str> {
     item.key.sk.strip_prefix(STOCK)
 }
 
-fn connection_expiry(now_ms: u64) -> i64 {
+pub fn connection_expiry(now_ms: u64) -> i64 {
     (now_ms / 1000) as i64 + CONNECTION_TTL_SECS
 }
 
@@ -264,9 +310,19 @@ mod tests {
 
     #[test]
     fn items_that_are_not_events_are_not_read_as_events() {
-        let item = event_id_item("r", "m1", 3);
+        let item = event_id_item("r", ClientId { id: "m1", scope: None, digest: "d" }, 3);
         assert_eq!(event_from_item(&item).unwrap(), None);
-        assert_eq!(seq_of(&item).unwrap(), 3);
+        assert_eq!(id_record(&item).unwrap(), IdRecord { seq: 3, digest: Some("d".into()) });
+    }
+
+    #[test]
+    fn each_user_has_a_namespace_of_ids_and_anonymous_callers_share_the_rooms() {
+        let id = |id, scope| event_id_key("r", ClientId { id, scope, digest: "" }).sk;
+        assert_eq!(id("m1", None), "ID#m1");
+        assert_ne!(id("m1", Some("ann")), id("m1", Some("bob")));
+        assert_ne!(id("m1", Some("ann")), id("m1", None));
+        // A user name that ends like another's namespace never reaches into it.
+        assert_ne!(id("b#m1", Some("a")), id("m1", Some("a#b")));
     }
 
     #[test]

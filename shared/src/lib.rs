@@ -8,6 +8,9 @@
 //!
 //! * [`protocol`]: client and server frames, their parsing and every refusal.
 //! * [`engine`]: `$connect`, `$disconnect`, and each client frame to its action.
+//! * [`access`]: who asks (as the `$connect` authorizer vouched) and which rooms they may read
+//!   or write.
+//! * [`limits`]: each connection's write rate (a token bucket, in memory or in the store).
 //! * [`actions`]: one file per client action (fields, checks, apply), named in one list.
 //! * [`state`]: the read-decide-write loop every shared state change runs, with its event.
 //! * [`documents`]: versioned JSON documents, conflict strategies, history.
@@ -27,12 +30,14 @@
 //! * [`poster::Poster`]: send a frame to a connection, or learn that it is gone.
 //! * [`clock::Clock`]: the time.
 
+pub mod access;
 pub mod actions;
 pub mod clock;
 pub mod documents;
 pub mod engine;
 pub mod fanout;
 pub mod layout;
+pub mod limits;
 pub mod membership;
 pub mod ordering;
 pub mod poster;

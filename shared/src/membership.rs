@@ -6,6 +6,7 @@
 //! the room (kind `presence`), appended in the same transaction as the subscription change, so
 //! the log and the member list never disagree.
 
+use crate::access::session_of;
 use crate::clock::Clock;
 use crate::engine::EngineError;
 use crate::layout;
@@ -14,11 +15,18 @@ use crate::protocol::{EventKind, JsonData, MAX_MESSAGE_BYTES};
 use crate::store::{Condition, Item, Store, StoreError, Transaction, TxOp};
 use serde::{Deserialize, Serialize};
 
-/// A member of a room's presence.
+/// A member of a room's presence: its user, and the session (one per connection, opaque: see
+/// [`crate::access::session_of`]) that tells two tabs of one user apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
-    pub connection: String,
+    pub session: String,
     pub user: String,
+}
+
+impl Member {
+    fn of(connection: &str, user: &str) -> Self {
+        Member { session: session_of(connection), user: user.to_owned() }
+    }
 }
 
 /// Records a new connection. A repeated `$connect` for the same id just refreshes it.
@@ -45,7 +53,7 @@ pub async fn subscribe(
         && let Some(user) = user
     {
         let [room_side, connection_side] = layout::subscription_items(room, connection, Some(user), now_ms);
-        let member = Member { connection: connection.to_owned(), user: user.to_owned() };
+        let member = Member::of(connection, user);
         let steps = vec![
             TxOp::Put { item: room_side, condition: Condition::NotExists },
             TxOp::Put { item: connection_side, condition: Condition::Always },
@@ -96,7 +104,7 @@ async fn leave(
     let Some(user) = subscription.string("user") else {
         return Ok(());
     };
-    let member = Member { connection: connection.to_owned(), user: user.to_owned() };
+    let member = Member::of(connection, user);
     let steps = vec![
         TxOp::Delete { key: layout::room_subscription_key(room, connection), condition: Condition::Exists },
         TxOp::Delete { key: layout::connection_subscription_key(connection, room), condition: Condition::Always },
@@ -117,7 +125,7 @@ async fn announce(
 ) -> Result<Appended, EngineError> {
     let data = JsonData::from_value(&serde_json::json!({ what: member }));
     // The event's id says what happened to whom, so that a retried announcement is recognisable.
-    let id = format!("presence:{what}:{}", member.connection);
+    let id = format!("presence:{what}:{}", member.session);
     Ok(ordering::append(
         store,
         clock,
@@ -126,7 +134,7 @@ async fn announce(
             room,
             client_id: None,
             fallback_id: &id,
-            from: &member.connection,
+            from: &member.session,
             kind: EventKind::Presence,
             data: &data,
             now_ms: clock.now_ms(),
@@ -199,7 +207,7 @@ pub async fn members(store: &dyn Store, room: &str) -> Result<Vec<Member>, Store
             let (Some(connection), Some(user)) = (layout::subscriber(item), item.string("user")) else {
                 continue;
             };
-            let member = Member { connection: connection.to_owned(), user: user.to_owned() };
+            let member = Member::of(connection, user);
             // As JSON, escapes included: what the reply will carry.
             bytes += serde_json::to_string(&member).map_or(0, |json| json.len()) + 1;
             if bytes > budget {

@@ -24,7 +24,7 @@
 //! and its event commit together or not at all, so no reader ever sees one without the other.
 
 use crate::clock::Clock;
-use crate::layout;
+use crate::layout::{self, ClientId, IdRecord};
 use crate::protocol::{Event, EventKind, JsonData};
 use crate::store::{Condition, FailedCondition, Item, Store, StoreError, Transaction, TxOp, Write};
 use std::collections::HashMap;
@@ -75,7 +75,7 @@ impl RoomHeads {
 pub struct Entry<'a> {
     pub room: &'a str,
     /// The client's id: makes the append idempotent.
-    pub client_id: Option<&'a str>,
+    pub client_id: Option<ClientId<'a>>,
     /// The id the event gets when the client gave none (the API Gateway request id).
     pub fallback_id: &'a str,
     pub from: &'a str,
@@ -92,6 +92,8 @@ pub struct Published {
     pub id: String,
     /// The id had been used before; `seq` is the original event's.
     pub repeat: bool,
+    /// With `repeat`: the id was first used by a request asking for something else.
+    pub other_request: bool,
 }
 
 /// The outcome of an append.
@@ -120,10 +122,10 @@ pub async fn head(store: &dyn Store, room: &str) -> Result<u64, StoreError> {
     }
 }
 
-/// The seq of the event a client id was first used for, if it was.
-pub async fn seq_of_id(store: &dyn Store, room: &str, client_id: &str) -> Result<Option<u64>, StoreError> {
-    match store.get(&layout::event_id_key(room, client_id)).await? {
-        Some(record) => Ok(Some(layout::seq_of(&record)?)),
+/// The record of a client id, if it was used before.
+pub async fn id_record(store: &dyn Store, room: &str, client: ClientId<'_>) -> Result<Option<IdRecord>, StoreError> {
+    match store.get(&layout::event_id_key(room, client)).await? {
+        Some(record) => Ok(Some(layout::id_record(&record)?)),
         None => Ok(None),
     }
 }
@@ -153,7 +155,7 @@ pub async fn append(
     heads: &RoomHeads,
     entry: Entry<'_>,
 ) -> Result<Appended, PublishError> {
-    let id = entry.client_id.unwrap_or(entry.fallback_id);
+    let id = entry.client_id.map_or(entry.fallback_id, |client| client.id);
     let mut known_head = match heads.guess(entry.room) {
         Some(seq) => seq,
         None => head(store, entry.room).await?,
@@ -183,16 +185,23 @@ pub async fn append(
             let own_steps = entry.steps.len();
             let mut ops = entry.steps.clone();
             ops.push(TxOp::Put { item: event, condition: Condition::NotExists });
-            let record = entry.client_id.map(|client_id| layout::event_id_item(entry.room, client_id, seq));
+            let record = entry.client_id.map(|client| layout::event_id_item(entry.room, client, seq));
             if let Some(record) = &record {
                 ops.push(TxOp::Put { item: record.clone(), condition: Condition::NotExists });
             }
             match store.transact(ops).await? {
                 Transaction::Committed => true,
                 Transaction::Conflict { failed } => {
-                    if let Some(repeat) = failed.iter().find(|f| f.index == own_steps + 1) {
-                        let seq = original_seq(store, record.as_ref(), repeat.current.as_ref()).await?;
-                        return Ok(Appended::Stored(Published { seq, id: id.to_owned(), repeat: true }));
+                    if let Some(repeat) = failed.iter().find(|f| f.index == own_steps + 1)
+                        && let Some(client) = entry.client_id
+                    {
+                        let original = original(store, record.as_ref(), repeat.current.as_ref()).await?;
+                        return Ok(Appended::Stored(Published {
+                            seq: original.seq,
+                            id: id.to_owned(),
+                            repeat: true,
+                            other_request: !original.made_by(client.digest),
+                        }));
                     }
                     let refused: Vec<FailedCondition> = failed.into_iter().filter(|f| f.index < own_steps).collect();
                     if !refused.is_empty() {
@@ -204,7 +213,7 @@ pub async fn append(
         };
         if claimed {
             heads.observe(entry.room, seq);
-            return Ok(Appended::Stored(Published { seq, id: id.to_owned(), repeat: false }));
+            return Ok(Appended::Stored(Published { seq, id: id.to_owned(), repeat: false, other_request: false }));
         }
         // `seq` is taken, so it exists: the next one is claimable without a read.
         known_head = seq;
@@ -217,18 +226,18 @@ pub async fn append(
     Err(PublishError::Contention { room: entry.room.to_owned() })
 }
 
-/// The seq an idempotency record holds: the one DynamoDB returned with the failed condition, or
-/// read back (a store may not return it).
-async fn original_seq(store: &dyn Store, record: Option<&Item>, returned: Option<&Item>) -> Result<u64, StoreError> {
+/// The idempotency record that was there: the one DynamoDB returned with the failed condition,
+/// or read back (a store may not return it).
+async fn original(store: &dyn Store, record: Option<&Item>, returned: Option<&Item>) -> Result<IdRecord, StoreError> {
     if let Some(item) = returned {
-        return layout::seq_of(item);
+        return layout::id_record(item);
     }
     let record = record.ok_or_else(|| StoreError::Invalid("a repeat without an idempotency record".to_owned()))?;
     let item = store
         .get(&record.key)
         .await?
         .ok_or_else(|| StoreError::Invalid("idempotency record reported present, then absent".to_owned()))?;
-    layout::seq_of(&item)
+    layout::id_record(&item)
 }
 
 #[cfg(test)]

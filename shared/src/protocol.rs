@@ -39,6 +39,10 @@ pub const MAX_DATA_BYTES: usize = MAX_MESSAGE_BYTES - 4 * 1024;
 pub struct ClientFrame {
     pub reference: Option<Reference>,
     pub request: Request,
+    /// What the request asks, whoever sends it and whatever its `ref`: a digest of the frame
+    /// without `ref`, its members in a canonical order. An idempotency id is bound to it, so a
+    /// repeat of the id with different content is told apart from a retry.
+    pub digest: String,
 }
 
 /// A client's correlation value: any JSON value, returned untouched.
@@ -212,6 +216,9 @@ pub enum ServerFrame {
         /// With `insufficient_stock`: the level that could not cover the sale.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         level: Option<i64>,
+        /// With `rate_limited`: how long to wait before the next write is accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Reference>,
     },
@@ -219,7 +226,14 @@ pub enum ServerFrame {
 
 impl ServerFrame {
     pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<Reference>) -> Self {
-        ServerFrame::Error { code, message: message.into(), current: None, level: None, reference }
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+            current: None,
+            level: None,
+            retry_after_ms: None,
+            reference,
+        }
     }
 
     /// The frame as JSON text. Serialising these types cannot fail: every map key is a string.
@@ -244,6 +258,11 @@ pub enum ErrorCode {
     Conflict,
     /// A stock adjustment that would take the level below zero; the error's `level` says what is left.
     InsufficientStock,
+    /// The caller's token does not grant this room (read or write, as the action needs).
+    Forbidden,
+    /// The connection sent writes faster than its limit; the error's `retry_after_ms` says when
+    /// the next one is accepted. Nothing of the refused write was applied.
+    RateLimited,
     /// The server failed; the request may or may not have been applied.
     Internal,
 }
@@ -319,9 +338,23 @@ pub fn parse_client_frame(body: &str) -> Result<ClientFrame, Refusal> {
         ));
     };
     match parsed {
-        Ok(request) => Ok(ClientFrame { reference, request }),
+        Ok(request) => Ok(ClientFrame { reference, request, digest: digest_without_ref(fields) }),
         Err(Invalid { code, message }) => Err(Refusal { code, message, reference }),
     }
+}
+
+/// The request's digest: SHA-256 of the frame's members but `ref`, as compact JSON with sorted
+/// keys (serde_json's map is ordered), so whitespace and member order do not change it.
+fn digest_without_ref(fields: &serde_json::Map<String, serde_json::Value>) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for (name, value) in fields.iter().filter(|(name, _)| name.as_str() != "ref") {
+        hasher.update(serde_json::to_string(name).expect("a string serialises").as_bytes());
+        hasher.update(b":");
+        hasher.update(value.to_string().as_bytes());
+        hasher.update(b",");
+    }
+    hasher.finalize().iter().take(16).map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// A JSON value in which no object names a member twice. Parsers disagree on which of two
@@ -407,15 +440,35 @@ impl Invalid {
     }
 }
 
-/// Checks a room, document or SKU name: it becomes part of a store key and is shown to people.
+/// Checks a room, document, SKU or user name: it becomes part of a store key and is shown to
+/// people, so it must not hide or reorder what is shown around it.
 pub fn check_name(field: &str, name: &str) -> Result<(), Invalid> {
     if name.is_empty() || name.len() > MAX_ROOM_BYTES {
         return Err(Invalid::bad_request(format!("\"{field}\" must be 1 to {MAX_ROOM_BYTES} bytes long")));
     }
-    if name.chars().any(char::is_control) {
-        return Err(Invalid::bad_request(format!("\"{field}\" must not contain control characters")));
+    check_visible(field, name)
+}
+
+/// Refuses the characters that make a name show as something it is not: control characters
+/// (C0, DEL, C1: NUL, newlines, escapes), bidirectional overrides, embeddings and isolates
+/// (U+202A..U+202E, U+2066..U+2069) and marks (U+200E, U+200F, U+061C), the line and paragraph
+/// separators (U+2028, U+2029), zero-width characters and the byte order mark (U+200B..U+200D,
+/// U+2060, U+FEFF), and noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF).
+fn check_visible(field: &str, text: &str) -> Result<(), Invalid> {
+    match text.chars().find(|&c| is_hidden(c)) {
+        None => Ok(()),
+        Some(c) => Err(Invalid::bad_request(format!(
+            "\"{field}\" must not contain control, invisible or bidirectional-override characters (found U+{:04X})",
+            c as u32
+        ))),
     }
-    Ok(())
+}
+
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200F}' | '\u{061C}')
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{2060}' | '\u{FEFF}' | '\u{FDD0}'..='\u{FDEF}')
+        || (c as u32 & 0xFFFE) == 0xFFFE
 }
 
 /// Checks a client-chosen id of an idempotent write.
@@ -424,7 +477,8 @@ pub fn check_id(id: Option<&str>) -> Result<(), Invalid> {
         Some(id) if id.is_empty() || id.len() > MAX_ID_BYTES => {
             Err(Invalid::bad_request(format!("\"id\" must be 1 to {MAX_ID_BYTES} bytes long")))
         }
-        _ => Ok(()),
+        Some(id) => check_visible("id", id),
+        None => Ok(()),
     }
 }
 
@@ -579,7 +633,7 @@ mod tests {
         });
         round_trips(ServerFrame::Presence {
             room: "r".into(),
-            members: vec![crate::membership::Member { connection: "c1".into(), user: "ann".into() }],
+            members: vec![crate::membership::Member { session: "s-1".into(), user: "ann".into() }],
             reference: None,
         });
         round_trips(ServerFrame::Error {
@@ -587,6 +641,15 @@ mod tests {
             message: "no".into(),
             current: None,
             level: Some(0),
+            retry_after_ms: None,
+            reference: None,
+        });
+        round_trips(ServerFrame::Error {
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            current: None,
+            level: None,
+            retry_after_ms: Some(120),
             reference: None,
         });
         round_trips(ServerFrame::error(ErrorCode::TooLarge, "too big", None));

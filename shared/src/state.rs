@@ -13,7 +13,7 @@
 
 use crate::actions::Context;
 use crate::engine::EngineError;
-use crate::layout;
+use crate::layout::{self, ClientId, IdRecord};
 use crate::ordering::{self, Appended, Entry, PublishError};
 use crate::protocol::{ErrorCode, EventKind, JsonData, ServerFrame};
 use crate::store::{StoreError, TxOp};
@@ -59,10 +59,11 @@ pub async fn commit<W: StateWrite>(
     id: Option<&str>,
     write: &W,
 ) -> Result<ServerFrame, EngineError> {
-    if let Some(id) = id
-        && let Some(seq) = ordering::seq_of_id(cx.store, room, id).await?
+    let client = id.map(|id| cx.client_id(id));
+    if let Some(client) = client
+        && let Some(record) = ordering::id_record(cx.store, room, client).await?
     {
-        return replay(cx, room, id, seq, write).await;
+        return replay(cx, room, client, record, write).await;
     }
     for _ in 0..MAX_ATTEMPTS {
         let state = write.read(cx).await?;
@@ -72,10 +73,10 @@ pub async fn commit<W: StateWrite>(
                 // A copy of this request sent concurrently (a retry while the original is still
                 // in flight) may have been applied since the id was looked up: it changed the
                 // state this refusal was decided on, so its outcome is the answer.
-                if let Some(id) = id
-                    && let Some(seq) = ordering::seq_of_id(cx.store, room, id).await?
+                if let Some(client) = client
+                    && let Some(record) = ordering::id_record(cx.store, room, client).await?
                 {
-                    return replay(cx, room, id, seq, write).await;
+                    return replay(cx, room, client, record, write).await;
                 }
                 return Ok(frame);
             }
@@ -86,9 +87,9 @@ pub async fn commit<W: StateWrite>(
             .map_err(|e| StoreError::Invalid(format!("state outcome does not serialise: {e}")))?;
         let entry = Entry {
             room,
-            client_id: id,
+            client_id: client,
             fallback_id: cx.request_id,
-            from: cx.connection,
+            from: cx.caller.from(),
             kind: W::KIND,
             data: &data,
             now_ms: cx.clock.now_ms(),
@@ -96,8 +97,10 @@ pub async fn commit<W: StateWrite>(
         };
         match ordering::append(cx.store, cx.clock, cx.heads, entry).await? {
             Appended::Stored(published) if published.repeat => {
-                // A retry of this very request won the race for the id: its outcome is the one.
-                return replay(cx, room, id.unwrap_or(cx.request_id), published.seq, write).await;
+                // A copy of this request won the race for the id: its outcome is the one.
+                let client = client.expect("only a client id repeats");
+                let record = IdRecord { seq: published.seq, digest: published.other_request.then(String::new) };
+                return replay(cx, room, client, record, write).await;
             }
             Appended::Stored(_) => return Ok(write.reply(cx, outcome)),
             Appended::Refused(_) => continue,
@@ -110,10 +113,11 @@ pub async fn commit<W: StateWrite>(
 async fn replay<W: StateWrite>(
     cx: &Context<'_>,
     room: &str,
-    id: &str,
-    seq: u64,
+    client: ClientId<'_>,
+    record: IdRecord,
     write: &W,
 ) -> Result<ServerFrame, EngineError> {
+    let (id, seq) = (client.id, record.seq);
     let item = cx.store.get(&layout::event_key(room, seq)).await?.ok_or_else(|| StoreError::Malformed {
         key: layout::event_key(room, seq),
         reason: format!("the event of id {id:?} is missing"),
@@ -135,6 +139,9 @@ async fn replay<W: StateWrite>(
     })?;
     if !write.is_outcome_of(&outcome) {
         return Ok(reused());
+    }
+    if !record.made_by(client.digest) {
+        return Ok(cx.error(ErrorCode::Conflict, crate::actions::publish::id_reused(id, seq)));
     }
     Ok(write.reply(cx, outcome))
 }

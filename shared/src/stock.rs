@@ -108,6 +108,7 @@ impl StateWrite for StockWrite<'_> {
                         message: format!("SKU {:?} has {} left; {delta} cannot be applied", self.sku, current.level),
                         current: None,
                         level: Some(current.level),
+                        retry_after_ms: None,
                         reference: cx.reference(),
                     }));
                 }

@@ -145,6 +145,11 @@ pub enum Condition {
         attr: String,
         value: Attr,
     },
+    /// `attribute_exists(pk) AND attribute_not_exists(#attr)`: the item must exist without this
+    /// attribute (the first write of an attribute that later writes compare with `Equals`).
+    Lacks {
+        attr: String,
+    },
 }
 
 impl Condition {
@@ -155,6 +160,7 @@ impl Condition {
             Condition::NotExists => current.is_none(),
             Condition::Exists => current.is_some(),
             Condition::Equals { attr, value } => current.and_then(|item| item.attrs.get(attr)) == Some(value),
+            Condition::Lacks { attr } => current.is_some_and(|item| !item.attrs.contains_key(attr)),
         }
     }
 }

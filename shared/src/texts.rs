@@ -111,6 +111,7 @@ impl StateWrite for TextWrite<'_> {
                     reference: None,
                 })),
                 level: None,
+                retry_after_ms: None,
                 reference: cx.reference(),
             }));
         }
@@ -159,7 +160,7 @@ impl StateWrite for TextWrite<'_> {
                 item: Item::new(layout::text_edit_key(self.room, self.doc, rev))
                     .with("rev", Attr::N(layout::seq_attr(rev)))
                     .with("ops", Attr::S(ops_json))
-                    .with("from", Attr::S(cx.connection.to_owned())),
+                    .with("from", Attr::S(cx.caller.from().to_owned())),
                 condition: Condition::Always,
             },
         ];

@@ -12,6 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// API Gateway's frame limit.
+pub const FRAME_BYTES: usize = 32 * 1024;
+
 /// A frame that has not come after this long is not coming: the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -39,9 +42,31 @@ impl Local {
         self.runner.as_ref().expect("running").url()
     }
 
-    /// The runner's HTTP address: the endpoint of its connection management API.
+    /// The endpoint of the runner's connection management API (its own address, SigV4 with
+    /// the `testing` credentials of [`livesync_dynamodb::emulator_config`]).
+    pub fn management_url(&self) -> String {
+        format!("http://{}", self.runner.as_ref().expect("running").management_addr())
+    }
+
+    /// The runner's client address over HTTP.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.runner.as_ref().expect("running").local_addr())
+    }
+
+    /// A new client and its connection id, which the server never tells clients (the
+    /// management API is keyed by it); the runner knows its sockets.
+    pub async fn client_with_id(&self) -> (Client, String) {
+        let before = self.runner.as_ref().expect("running").connection_ids();
+        let client = self.client().await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = self.runner.as_ref().expect("running").connection_ids();
+            if let Some(id) = now.into_iter().find(|id| !before.contains(id)) {
+                return (client, id);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the new connection never registered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn open_connections(&self) -> usize {
@@ -119,10 +144,37 @@ impl Client {
         Client { socket, pushed: VecDeque::new(), next_ref: 0 }
     }
 
-    pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.try_send_text(text).await.unwrap();
+    /// Sends any message as it is: a raw frame, a fragment, bytes that are not UTF-8.
+    pub async fn send_message(&mut self, message: Message) {
+        self.socket.send(message).await.unwrap();
     }
 
+    /// Sends a text message as fragments of at most `fragment` bytes (API Gateway takes frames
+    /// of up to 32 KB, and messages of up to 128 KB in several frames).
+    pub async fn send_fragmented(&mut self, text: &str, fragment: usize) {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+        let chunks: Vec<&[u8]> = text.as_bytes().chunks(fragment).collect();
+        for (n, chunk) in chunks.iter().enumerate() {
+            let opcode = if n == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+            let header = FrameHeader { is_final: n + 1 == chunks.len(), opcode, ..FrameHeader::default() };
+            let frame = Frame::from_payload(header, tokio_tungstenite::tungstenite::Bytes::copy_from_slice(chunk));
+            self.send_message(Message::Frame(frame)).await;
+        }
+    }
+
+    /// Sends a text message as a client that is not a browser does: in frames of at most 32 KB,
+    /// API Gateway's frame limit (a larger frame is closed with 1009).
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if text.len() <= FRAME_BYTES {
+            self.try_send_text(text).await.unwrap();
+        } else {
+            self.send_fragmented(&text, FRAME_BYTES).await;
+        }
+    }
+
+    /// Sends a text message as one frame, whatever its size.
     pub async fn try_send_text(
         &mut self,
         text: impl Into<String>,
@@ -177,16 +229,6 @@ impl Client {
             }
             self.pushed.push_back(frame);
         }
-    }
-
-    /// This connection's id, as the server knows it: the `from` of an event it publishes.
-    pub async fn connection_id(&mut self) -> String {
-        let room = format!("whoami-{}", self.next_ref);
-        self.join(&room, None).await;
-        self.publish(&room, None, json!("who am I")).await;
-        let event = self.next_frame().await;
-        let _ = self.request(json!({"action": "leave", "room": room})).await;
-        event["from"].as_str().expect("an event names its publisher").to_owned()
     }
 
     pub async fn join(&mut self, room: &str, since: Option<u64>) -> Value {

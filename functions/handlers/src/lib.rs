@@ -5,7 +5,8 @@
 //! locally it sees on AWS. They only adapt: read the event, call the [`Engine`], map the result.
 //!
 //! [`fanout`] is the stream function's handler: a DynamoDB stream batch in, frames posted,
-//! failed records out as `batchItemFailures`.
+//! failed records out as `batchItemFailures`. [`authorizer`] is the `$connect` authorizer's:
+//! a token in, the caller's grants (or a 401) out.
 //!
 //! The `message` handler serves `$default` and every action route. Its response body is the
 //! direct reply: API Gateway sends it back on the connection when the route has a route
@@ -13,9 +14,12 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
+use livesync_core::access::Caller;
 use livesync_core::protocol::{ErrorCode, ServerFrame};
 use livesync_core::{Engine, EngineError};
 
+pub mod authorizer;
+pub mod keys;
 mod stream;
 pub use stream::{change_from_record, fanout};
 
@@ -63,8 +67,16 @@ pub async fn message(
         .ok_or(HandlerError::MissingContext("requestId"))?;
     let route = context.route_key.as_deref().unwrap_or("$default");
     tracing::info!(connection, route, bytes = event.body.as_ref().map_or(0, String::len), "route");
+    // API Gateway attaches what the `$connect` authorizer returned to every event of the
+    // connection; without it (no authorizer ran), nothing is allowed.
+    let caller = match Caller::from_context(connection, &context.authorizer.fields) {
+        Ok(caller) => caller,
+        Err(error) => {
+            return Ok(response(Some(ServerFrame::error(ErrorCode::Forbidden, error.to_string(), None).to_json())));
+        }
+    };
     let reply = match (&event.body, event.is_base64_encoded) {
-        (Some(body), false) => engine.handle(connection, request_id, body).await,
+        (Some(body), false) => engine.handle(&caller, connection, request_id, body).await,
         (_, true) => {
             ServerFrame::error(ErrorCode::BadRequest, "binary frames are not supported; send JSON text frames", None)
         }

@@ -138,7 +138,7 @@ async fn a_sale_through_its_route_is_applied_once_however_often_it_arrives() {
     let (engine, _dir) = engine();
     livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
     let set = r#"{"action":"stock.set","room":"shop","sku":"tee-m","level":3}"#;
-    engine.handle(CONNECTION, "setup", set).await;
+    engine.handle(&livesync_core::access::Caller::anonymous(CONNECTION), CONNECTION, "setup", set).await;
 
     let sold = reply(&livesync_handlers::message(&engine, fixture("stock-adjust")).await.unwrap());
     assert_eq!(
@@ -149,6 +149,72 @@ async fn a_sale_through_its_route_is_applied_once_however_often_it_arrives() {
     retried.request_context.request_id = Some("CpbWkQ1JjoEFg1B=".to_owned());
     assert_eq!(reply(&livesync_handlers::message(&engine, retried).await.unwrap()), sold);
 
-    let level = engine.handle(CONNECTION, "check", r#"{"action":"stock.get","room":"shop","sku":"tee-m"}"#).await;
+    let level = engine
+        .handle(
+            &livesync_core::access::Caller::anonymous(CONNECTION),
+            CONNECTION,
+            "check",
+            r#"{"action":"stock.get","room":"shop","sku":"tee-m"}"#,
+        )
+        .await;
     assert_eq!(serde_json::to_value(level).unwrap()["level"], 2);
+}
+
+const FIXTURE_SECRET: &[u8] = b"the-fixture-secret-of-at-least-32-bytes";
+
+fn authorizer_event(name: &str) -> aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest {
+    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_authorizer_allows_a_valid_token_with_the_callers_grants_in_its_context() {
+    use livesync_handlers::authorizer::{Authorizer, Origins, authorize};
+    let authorizer = Authorizer::hs256(FIXTURE_SECRET).unwrap().with_origins(Origins::parse("https://app.example"));
+    let response = serde_json::to_value(authorize(&authorizer, &authorizer_event("authorize")).unwrap()).unwrap();
+    assert_eq!(response["principalId"], "ann");
+    let statement = &response["policyDocument"]["Statement"][0];
+    assert_eq!(statement["Effect"], "Allow");
+    assert_eq!(statement["Resource"][0], "arn:aws:execute-api:eu-west-1:123456789012:k3x9ab12cd/prod/$connect");
+    assert_eq!(response["context"], json!({"sub": "ann", "read": "[\"lobby\",\"doc-*\"]", "write": "[\"lobby\"]"}));
+    // The context comes back on every later event, from which the message handler reads the
+    // caller: what the authorizer returned is what the message handler sees.
+    let mut event = fixture("join");
+    event.request_context.authorizer.fields = response["context"].as_object().unwrap().clone().into_iter().collect();
+    let caller =
+        livesync_core::access::Caller::from_context(CONNECTION, &event.request_context.authorizer.fields).unwrap();
+    assert_eq!(caller.user.as_deref(), Some("ann"));
+}
+
+#[test]
+fn the_authorizer_refuses_an_expired_token_with_unauthorized_and_a_foreign_origin_with_deny() {
+    use livesync_handlers::authorizer::{Authorizer, Origins, authorize};
+    let authorizer = Authorizer::hs256(FIXTURE_SECRET).unwrap();
+    let refusal = authorize(&authorizer, &authorizer_event("authorize-expired")).unwrap_err();
+    // API Gateway answers 401 when the authorizer fails with exactly this message.
+    assert_eq!(refusal.to_string(), "Unauthorized");
+    let elsewhere = authorizer.with_origins(Origins::parse("https://other.example"));
+    let response = serde_json::to_value(authorize(&elsewhere, &authorizer_event("authorize")).unwrap()).unwrap();
+    assert_eq!(response["policyDocument"]["Statement"][0]["Effect"], "Deny");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_without_the_authorizers_context_is_refused_and_changes_nothing() {
+    let (engine, _dir) = engine();
+    let mut event = fixture("publish");
+    event.request_context.authorizer.fields.clear();
+    let refused = reply(&livesync_handlers::message(&engine, event).await.unwrap());
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let head = livesync_core::ordering::head(engine.store().as_ref(), "lobby").await.unwrap();
+    assert_eq!(head, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_outside_the_tokens_grant_is_forbidden() {
+    let (engine, _dir) = engine();
+    let mut event = fixture("publish");
+    event.request_context.authorizer.fields.insert("write".into(), json!("[\"shop\"]"));
+    let refused = reply(&livesync_handlers::message(&engine, event).await.unwrap());
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("\"lobby\""));
 }

@@ -2,6 +2,9 @@
 //! the environment the template sets) and the [`Poster`] that reaches connections through API
 //! Gateway's connection management API.
 //!
+//! The `authorizer` function's keys come from Secrets Manager (an HS256 secret) or a JWKS URL,
+//! read once at cold start.
+//!
 //! Each binary in `src/bin` is a thin `lambda_runtime` main: it builds its clients once and hands
 //! every event to the matching handler of `livesync_handlers`.
 
@@ -9,9 +12,11 @@ use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::error::SdkError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use livesync_core::clock::SystemClock;
+use livesync_core::limits::{StoreLimiter, WriteRate};
 use livesync_core::poster::{Delivery, Frame, PostError, Poster};
 use livesync_core::{Engine, Fanout};
 use livesync_dynamodb::DynamoStore;
+use livesync_handlers::authorizer::{Authorizer, Origins};
 use std::sync::Arc;
 
 /// Configuration from the environment. Missing required variables stop the cold start: the
@@ -25,6 +30,54 @@ pub struct Config {
     pub post_concurrency: usize,
     /// `HISTORY_VERSIONS`: versions kept per document, edits kept per text.
     pub history_versions: u64,
+    /// `WRITE_RATE`, `WRITE_BURST`: each connection's write bucket.
+    pub write_rate: WriteRate,
+}
+
+/// The authorizer's configuration, from its environment.
+pub struct AuthConfig {
+    /// `AUTH_SECRET_ARN`: a Secrets Manager secret holding the HS256 secret.
+    pub secret_arn: Option<String>,
+    /// `AUTH_JWKS_URL`: the identity provider's JWKS document (RS256/ES256 tokens).
+    pub jwks_url: Option<String>,
+    /// `AUTH_ISSUER`, `AUTH_AUDIENCE`: claims tokens must carry, if set.
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// `ALLOWED_ORIGINS`: browser origins allowed to connect, comma-separated (`*`: any).
+    pub allowed_origins: String,
+}
+
+impl AuthConfig {
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        AuthConfig {
+            secret_arn: var("AUTH_SECRET_ARN"),
+            jwks_url: var("AUTH_JWKS_URL"),
+            issuer: var("AUTH_ISSUER"),
+            audience: var("AUTH_AUDIENCE"),
+            allowed_origins: var("ALLOWED_ORIGINS").unwrap_or_else(|| "*".to_owned()),
+        }
+    }
+}
+
+/// The `$connect` authorizer, its keys fetched once at cold start. A deployed stack always
+/// requires tokens: without a secret or a JWKS URL the cold start fails, and with it every
+/// connection (fail closed).
+pub async fn authorizer(config: &AuthConfig) -> Result<Authorizer, Box<dyn std::error::Error + Send + Sync>> {
+    let authorizer = match (&config.secret_arn, &config.jwks_url) {
+        (Some(arn), _) => {
+            let sdk = livesync_dynamodb::sdk_config().await;
+            let secret = aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(arn).send().await?;
+            let secret = secret.secret_string().ok_or("the auth secret holds no SecretString")?;
+            Authorizer::hs256(secret.trim().as_bytes())?
+        }
+        (None, Some(url)) => Authorizer::public_keys(&livesync_handlers::keys::load(url).await?)?,
+        (None, None) => return Err("set AUTH_SECRET_ARN or AUTH_JWKS_URL: the deployed stack never runs open".into()),
+    };
+    Ok(authorizer
+        .with_origins(Origins::parse(&config.allowed_origins))
+        .with_issuer(config.issuer.clone())
+        .with_audience(config.audience.clone()))
 }
 
 impl Config {
@@ -40,15 +93,28 @@ impl Config {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(livesync_core::engine::HISTORY_VERSIONS),
+            write_rate: WriteRate {
+                per_second: std::env::var("WRITE_RATE")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(WriteRate::DEFAULT.per_second),
+                burst: std::env::var("WRITE_BURST")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(WriteRate::DEFAULT.burst),
+            },
         }
     }
 }
 
-/// The engine over DynamoDB, as the WebSocket route functions use it.
+/// The engine over DynamoDB, as the WebSocket route functions use it. Each connection's write
+/// bucket lives in its item: API Gateway may run one connection's frames on several instances.
 pub async fn engine(config: &Config) -> Engine {
     let sdk = livesync_dynamodb::sdk_config().await;
-    Engine::new(Arc::new(DynamoStore::new(&sdk, &config.table)), Arc::new(SystemClock))
+    let store = Arc::new(DynamoStore::new(&sdk, &config.table));
+    Engine::new(store.clone(), Arc::new(SystemClock))
         .with_history(config.history_versions)
+        .with_limiter(Arc::new(StoreLimiter::new(store, config.write_rate)))
 }
 
 /// The fanout over DynamoDB and the connection management API, as the stream function uses it.

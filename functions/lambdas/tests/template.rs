@@ -36,7 +36,7 @@ fn resources<'t>(template: &'t str, kind: &str) -> Vec<(&'t str, String)> {
 fn every_function_is_one_of_our_binaries_built_with_cargo_lambda() {
     let template = template();
     let functions = resources(&template, "AWS::Serverless::Function");
-    assert_eq!(functions.len(), 4, "{:?}", functions.iter().map(|f| f.0).collect::<Vec<_>>());
+    assert_eq!(functions.len(), 5, "{:?}", functions.iter().map(|f| f.0).collect::<Vec<_>>());
     let mut binaries: Vec<&str> = values_of(&template, "Binary");
     binaries.sort();
     let manifest = manifest();
@@ -72,10 +72,37 @@ fn permissions_are_least_privilege() {
     for (name, body) in resources(&template, "AWS::Serverless::Function") {
         let manages_connections = body.contains("execute-api:ManageConnections");
         assert_eq!(manages_connections, name == "FanoutFunction", "{name}: only the fanout posts to connections");
-        assert!(body.contains("Resource: !GetAtt Table.Arn"), "{name}: table access is scoped to the table");
+        if name == "AuthorizerFunction" {
+            assert!(!body.contains("dynamodb:"), "the authorizer touches no table");
+            assert!(body.contains("Action: [secretsmanager:GetSecretValue]"), "it reads only its secret");
+        } else {
+            assert!(body.contains("Resource: !GetAtt Table.Arn"), "{name}: table access is scoped to the table");
+        }
     }
     let fanout =
         resources(&template, "AWS::Serverless::Function").into_iter().find(|f| f.0 == "FanoutFunction").unwrap().1;
     assert!(fanout.contains("${WebSocketApi}/${StageName}/POST/@connections/*"), "posts scoped to this API's stage");
     assert!(fanout.contains("ReportBatchItemFailures") && fanout.contains("BisectBatchOnFunctionError: true"));
+}
+
+#[test]
+fn connect_requires_a_token_checked_by_our_authorizer() {
+    let template = template();
+    let route = template.split("  ConnectRoute:").nth(1).unwrap().split("\n\n").next().unwrap();
+    assert!(route.contains("AuthorizationType: CUSTOM") && route.contains("AuthorizerId: !Ref ConnectAuthorizer"));
+    let authorizer = template.split("  ConnectAuthorizer:").nth(1).unwrap().split("\n\n").next().unwrap();
+    assert!(authorizer.contains("AuthorizerType: REQUEST"));
+    assert!(authorizer.contains(&format!(
+        "IdentitySource: [route.request.querystring.{}]",
+        livesync_handlers::authorizer::TOKEN_PARAMETER
+    )));
+    assert!(authorizer.contains("${AuthorizerFunction.Arn}"));
+    // Tokens are never optional in a deployed stack, and the secret is never a plain value.
+    assert!(template.contains("AssertDescription: Set AuthSecretArn (HS256) or AuthJwksUrl"));
+    let parameters = template.split("\nParameters:").nth(1).unwrap().split("\n\n").next().unwrap();
+    assert!(
+        !parameters.lines().any(|l| l.trim() == "AuthSecret:") && !parameters.contains("NoEcho"),
+        "no parameter holds the secret"
+    );
+    assert!(parameters.contains("AuthSecretArn:"));
 }

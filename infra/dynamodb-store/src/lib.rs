@@ -114,6 +114,10 @@ fn expression(condition: &Condition) -> Expression {
             values.insert(":c".to_owned(), attrs::to_attribute(value));
             Some("#c = :c".to_owned())
         }
+        Condition::Lacks { attr } => {
+            names.insert("#c".to_owned(), attr.clone());
+            Some("attribute_exists(pk) AND attribute_not_exists(#c)".to_owned())
+        }
     };
     Expression { text, names, values }
 }

@@ -8,6 +8,7 @@
 use aws_lambda_events::apigw::{ApiGatewayRequestIdentity, ApiGatewayWebsocketProxyRequest};
 use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// The routes the template declares: a test holds this equal to `template.yaml`.
@@ -36,6 +37,9 @@ pub struct Peer {
     pub connected_at_ms: i64,
     pub source_ip: String,
     pub user_agent: Option<String>,
+    /// What the `$connect` authorizer returned: API Gateway attaches it to every event of the
+    /// connection (`requestContext.authorizer`).
+    pub authorizer: HashMap<String, serde_json::Value>,
 }
 
 impl Stage {
@@ -101,6 +105,7 @@ impl Stage {
         identity.source_ip = Some(peer.source_ip.clone());
         identity.user_agent = peer.user_agent.clone();
         context.identity = identity;
+        context.authorizer.fields = peer.authorizer.clone();
         event
     }
 }
@@ -155,8 +160,13 @@ mod tests {
     #[test]
     fn a_built_event_reads_back_as_a_real_one_does() {
         let stage = Stage { api_id: "local".into(), stage: "local".into(), domain_name: "127.0.0.1:3001".into() };
-        let peer =
-            Peer { connection_id: "c1".into(), connected_at_ms: 1, source_ip: "127.0.0.1".into(), user_agent: None };
+        let peer = Peer {
+            connection_id: "c1".into(),
+            connected_at_ms: 1,
+            source_ip: "127.0.0.1".into(),
+            user_agent: None,
+            authorizer: livesync_core::access::Caller::anonymous("c1").to_context(),
+        };
         let event = stage.message_event(&peer, r#"{"action":"ping"}"#.into(), false, 2);
         let json = serde_json::to_value(&event).unwrap();
         let context = &json["requestContext"];
@@ -176,6 +186,10 @@ mod tests {
             assert!(context[field].is_string(), "{field} missing from {context}");
         }
         assert_eq!(context["routeKey"], "$default");
+        assert_eq!(
+            context["authorizer"]["anonymous"], "true",
+            "the authorizer's context, flat, as API Gateway sends it"
+        );
         assert_eq!(context["connectedAt"], 1);
         assert_eq!(context["requestTimeEpoch"], 2);
         let back: ApiGatewayWebsocketProxyRequest = serde_json::from_value(json).unwrap();

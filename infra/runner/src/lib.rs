@@ -8,26 +8,36 @@
 //! * [`gateway`]: route selection and API Gateway event building.
 //! * [`connections`]: live sockets, and the local PostToConnection.
 //! * `socket`: one client's socket from upgrade to close.
-//! * `management`: the connection management API (`/@connections/{id}`), for PostToConnection.
+//! * `management`: the connection management API (`/@connections/{id}`), for PostToConnection,
+//!   on its own address and checked with SigV4, as API Gateway checks it with IAM.
+//! * `serve`: the accept loop: handshake timeout, connection caps.
+//! * [`cli`]: the `livesync` command line (serve, token).
 
+pub mod cli;
 pub mod connections;
 pub mod gateway;
 mod management;
+mod serve;
 mod socket;
 
-use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use connections::Connections;
 use gateway::{Peer, Stage};
 use livesync_core::clock::{Clock, SystemClock};
 use livesync_core::engine::Chain;
+use livesync_core::limits::{MemoryLimiter, WriteRate};
+use livesync_core::protocol::MAX_FRAME_BYTES as API_GATEWAY_FRAME_BYTES;
 use livesync_core::store::{ChangeFeed, Store, StoreError};
 use livesync_core::{Engine, Fanout};
 use livesync_embedded_store::{EmbeddedStore, Options};
+use livesync_handlers::authorizer::{self, Authorizer, Origins};
+use livesync_handlers::keys;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,10 +45,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Frames read from a socket at most. API Gateway's own limit (128 KB) is answered with a
-/// `too_large` error by the handler; this larger one protects the runner, and a frame over it
-/// closes the connection with 1009, as API Gateway does for frames it cannot take.
-pub const MAX_READ_BYTES: usize = 1024 * 1024;
+/// Messages read from a socket at most. API Gateway's own limit (128 KB) is answered with a
+/// `too_large` error by the handler; past this one the runner stops reading and closes the
+/// connection with 1009, so a client cannot make it buffer more.
+pub const MAX_READ_BYTES: usize = 256 * 1024;
+
+/// API Gateway's frame limit: a larger frame closes the connection with 1009.
+pub const MAX_FRAME_BYTES: usize = API_GATEWAY_FRAME_BYTES;
 
 /// Starting size of each socket's read and write buffers.
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
@@ -49,10 +62,10 @@ pub const FANOUT_BATCH: usize = 100;
 /// How long shutdown waits for sockets to close and run `$disconnect`.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "livesync", version, about = "LiveSync local runner: the LiveSync WebSocket API on localhost")]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// Address to listen on (use port 0 for any free port).
+    /// Address to listen on for clients (use port 0 for any free port). A non-loopback address
+    /// needs authentication (--auth-secret or --auth-jwks) or --insecure.
     #[arg(long, env = "LIVESYNC_LISTEN", default_value = "127.0.0.1:3001")]
     pub listen: SocketAddr,
     /// Where data lives: `embedded` (one SQLite file in --data-dir) or `dynamodb` (the table
@@ -68,9 +81,6 @@ pub struct Config {
     /// Directory of the embedded store; created if missing, kept across restarts.
     #[arg(long, env = "LIVESYNC_DATA_DIR", default_value = "./.livesync")]
     pub data_dir: PathBuf,
-    /// Frames queued for one connection before it is closed as too slow.
-    #[arg(long, env = "LIVESYNC_SEND_QUEUE", default_value_t = 1024)]
-    pub send_queue: usize,
     /// Seconds after which a connection is closed (1001), as API Gateway does after 2 hours.
     #[arg(long, env = "LIVESYNC_MAX_CONNECTION_SECS", default_value_t = 7200)]
     pub max_connection_secs: u64,
@@ -80,6 +90,91 @@ pub struct Config {
     /// Versions kept per document, and edits kept per text (template.yaml's HistoryVersions).
     #[arg(long, env = "LIVESYNC_HISTORY_VERSIONS", default_value_t = livesync_core::engine::HISTORY_VERSIONS)]
     pub history_versions: u64,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    #[command(flatten)]
+    pub limits: Limits,
+    /// Address of the connection management API (POST/GET/DELETE /@connections/{id}), which
+    /// only the fanout and your backends may use: SigV4-signed with the credentials below.
+    #[arg(long, env = "LIVESYNC_MANAGEMENT_LISTEN", default_value = "127.0.0.1:3002")]
+    pub management_listen: SocketAddr,
+    /// The access key id management requests must be signed with (as the AWS SDKs read it).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub management_key_id: Option<String>,
+    /// The secret key management requests must be signed with.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub management_secret_key: Option<String>,
+}
+
+/// Who may connect: tokens on `$connect`, as the deployed stack's authorizer requires them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthConfig {
+    /// Require HS256 tokens signed with this shared secret (at least 32 bytes).
+    #[arg(long, env = "LIVESYNC_AUTH_SECRET", hide_env_values = true, conflicts_with = "auth_jwks")]
+    pub auth_secret: Option<String>,
+    /// Require RS256/ES256 tokens checked with a JWKS document or a PEM public key: an http(s)
+    /// URL or a file.
+    #[arg(long, env = "LIVESYNC_AUTH_JWKS")]
+    pub auth_jwks: Option<String>,
+    /// Tokens must carry this `iss`.
+    #[arg(long, env = "LIVESYNC_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Tokens must carry this `aud`.
+    #[arg(long, env = "LIVESYNC_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Browser origins allowed to connect, comma-separated (`*` for any). Default: the runner's
+    /// own address. Clients that send no Origin (backends, CLIs) are not affected.
+    #[arg(long, env = "LIVESYNC_ALLOW_ORIGINS")]
+    pub allow_origins: Option<String>,
+    /// Listen on a non-loopback address without authentication.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// What one client may take: the limits API Gateway enforces, and LiveSync's own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Writes a connection may make per second, on average (a token bucket; `rate_limited` past it).
+    #[arg(long, env = "LIVESYNC_WRITE_RATE", default_value_t = WriteRate::DEFAULT.per_second)]
+    pub write_rate: f64,
+    /// Writes a connection may make at once, after a quiet spell.
+    #[arg(long, env = "LIVESYNC_WRITE_BURST", default_value_t = WriteRate::DEFAULT.burst)]
+    pub write_burst: u32,
+    /// Bytes queued for one connection before it is closed as too slow (1008).
+    #[arg(long, env = "LIVESYNC_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub send_queue_bytes: usize,
+    /// Bytes queued for all connections together past which connections that are behind are
+    /// closed as too slow.
+    #[arg(long, env = "LIVESYNC_SEND_BUDGET_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub send_budget_bytes: usize,
+    /// Seconds without a data message either way after which a connection is closed (1001), as
+    /// API Gateway does after 10 minutes.
+    #[arg(long, env = "LIVESYNC_IDLE_TIMEOUT_SECS", default_value_t = 600)]
+    pub idle_timeout_secs: u64,
+    /// Seconds a client has to complete the HTTP upgrade before its socket is closed.
+    #[arg(long, env = "LIVESYNC_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+    /// Connections open at once (sockets in their handshake included); more are refused.
+    #[arg(long, env = "LIVESYNC_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Connections from one IP address in their handshake at once; more are refused.
+    #[arg(long, env = "LIVESYNC_MAX_HANDSHAKES_PER_IP", default_value_t = 32)]
+    pub max_handshakes_per_ip: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            write_rate: WriteRate::DEFAULT.per_second,
+            write_burst: WriteRate::DEFAULT.burst,
+            send_queue_bytes: 4 * 1024 * 1024,
+            send_budget_bytes: 256 * 1024 * 1024,
+            idle_timeout_secs: 600,
+            handshake_timeout_secs: 10,
+            max_connections: 20_000,
+            max_handshakes_per_ip: 32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,18 +184,23 @@ pub enum StoreKind {
 }
 
 impl Config {
-    /// The defaults, with the given data directory and any free port on loopback.
+    /// The defaults, with the given data directory and any free ports on loopback.
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
-            send_queue: 1024,
             max_connection_secs: 7200,
             store: StoreKind::Embedded,
             table: livesync_dynamodb::DEFAULT_TABLE.to_owned(),
             create_tables: false,
             stage: "local".to_owned(),
             history_versions: livesync_core::engine::HISTORY_VERSIONS,
+            auth: AuthConfig::default(),
+            // Tests write far faster than a person: a bucket no test meets unless it asks to.
+            limits: Limits { write_rate: 1_000_000.0, write_burst: 1_000_000, ..Limits::default() },
+            management_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            management_key_id: Some("testing".to_owned()),
+            management_secret_key: Some("testing".to_owned()),
         }
     }
 }
@@ -111,6 +211,13 @@ pub enum RunnerError {
     Store { place: String, source: StoreError },
     #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "refusing to listen on {0} without authentication: anyone who can reach it could read and write every room. \
+         Give --auth-secret (or --auth-jwks), listen on 127.0.0.1, or pass --insecure if you mean it"
+    )]
+    Insecure(SocketAddr),
+    #[error("cannot set up authentication: {0}")]
+    Auth(String),
     #[error("the server failed")]
     Serve(#[source] std::io::Error),
     #[error("the runner's task crashed")]
@@ -120,10 +227,11 @@ pub enum RunnerError {
 /// What every socket shares.
 pub(crate) struct App {
     pub(crate) engine: Engine,
+    pub(crate) authorizer: Authorizer,
     pub(crate) connections: Arc<Connections>,
     pub(crate) stage: Stage,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) send_queue: usize,
+    pub(crate) limits: Limits,
     pub(crate) max_connection: Duration,
     pub(crate) stopping: watch::Receiver<bool>,
 }
@@ -131,6 +239,8 @@ pub(crate) struct App {
 /// A running runner. Dropping it does not stop it; call [`Runner::shutdown`].
 pub struct Runner {
     local_addr: SocketAddr,
+    management_addr: SocketAddr,
+    open: bool,
     connections: Arc<Connections>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), RunnerError>>,
@@ -138,19 +248,37 @@ pub struct Runner {
 
 impl Runner {
     pub async fn start(config: Config) -> Result<Runner, RunnerError> {
+        let authorizer = authorizer(&config.auth).await?;
+        if authorizer.is_open() && !config.listen.ip().is_loopback() && !config.auth.insecure {
+            return Err(RunnerError::Insecure(config.listen));
+        }
         let store = open_store(&config).await?;
         let store_error = |source| RunnerError::Store { place: store_place(&config), source };
         let feed = store.change_feed().await.map_err(store_error)?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| RunnerError::Listen { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| RunnerError::Listen { addr: config.listen, source })?;
+        let bind = |addr: SocketAddr| async move {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| RunnerError::Listen { addr, source })?;
+            let local = listener.local_addr().map_err(|source| RunnerError::Listen { addr, source })?;
+            Ok::<_, RunnerError>((listener, local))
+        };
+        let (listener, local_addr) = bind(config.listen).await?;
+        let (management_listener, management_addr) = bind(config.management_listen).await?;
+        let authorizer = match &config.auth.allow_origins {
+            Some(list) => authorizer.with_origins(Origins::parse(list)),
+            None => authorizer.with_origins(Origins::Only(own_origins(local_addr))),
+        };
 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let connections = Arc::new(Connections::default());
+        let connections = Arc::new(Connections::new(config.limits.send_queue_bytes, config.limits.send_budget_bytes));
         let (stop, stopping) = watch::channel(false);
+        let rate = WriteRate { per_second: config.limits.write_rate, burst: config.limits.write_burst };
+        let open = authorizer.is_open();
         let app = Arc::new(App {
-            engine: Engine::new(store.clone(), clock.clone()).with_history(config.history_versions),
+            // Each connection lives on one socket of this process: its bucket can live here too.
+            engine: Engine::new(store.clone(), clock.clone())
+                .with_history(config.history_versions)
+                .with_limiter(Arc::new(MemoryLimiter::new(rate))),
+            authorizer,
             connections: connections.clone(),
             stage: Stage {
                 api_id: "local".to_owned(),
@@ -158,7 +286,7 @@ impl Runner {
                 domain_name: local_addr.to_string(),
             },
             clock,
-            send_queue: config.send_queue,
+            limits: config.limits.clone(),
             max_connection: Duration::from_secs(config.max_connection_secs),
             stopping: stopping.clone(),
         });
@@ -166,36 +294,54 @@ impl Runner {
         let open_sockets = connections.clone();
         let fanout_task = tokio::spawn(run_fanout(feed, fanout, stopping.clone()));
 
-        let connection_api = axum::routing::post(management::post).get(management::get).delete(management::delete);
-        let router = Router::new()
-            .route("/", get(upgrade))
-            .route("/@connections/{connection}", connection_api.clone())
-            .route("/{stage}/@connections/{connection}", connection_api)
-            .with_state(app);
-        let mut server_stopping = stopping.clone();
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { stopped(&mut server_stopping).await });
+        let credentials =
+            management::Credentials::new(config.management_key_id.clone(), config.management_secret_key.clone());
+        let management_task = tokio::spawn(serve::run(
+            management_listener,
+            management::router(app.clone(), credentials),
+            serve::Admission::unlimited(config.limits.handshake_timeout_secs),
+            stopping.clone(),
+        ));
+        let router = Router::new().route("/", get(upgrade)).with_state(app.clone());
+        let admission = serve::Admission::new(&config.limits, connections.clone());
+        let client_stopping = stopping.clone();
         let task = tokio::spawn(async move {
-            server.await.map_err(RunnerError::Serve)?;
-            // Upgraded sockets outlive the HTTP server: they close on the same signal and run
+            serve::run(listener, router, admission, client_stopping).await;
+            // Upgraded sockets outlive the accept loop: they close on the same signal and run
             // `$disconnect`; wait for them so their store writes finish before we return.
             if tokio::time::timeout(CLOSE_GRACE, connections.closed()).await.is_err() {
                 tracing::warn!(open = connections.len(), "sockets still open after the grace period");
             }
+            let _ = management_task.await;
             let _ = fanout_task.await;
             Ok(())
         });
-        tracing::info!(%local_addr, "listening");
-        Ok(Runner { local_addr, connections: open_sockets, stop, task })
+        tracing::info!(%local_addr, %management_addr, open, "listening");
+        Ok(Runner { local_addr, management_addr, open, connections: open_sockets, stop, task })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
+    /// Where the connection management API listens.
+    pub fn management_addr(&self) -> SocketAddr {
+        self.management_addr
+    }
+
+    /// Whether anyone may connect (no token required).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
     /// Sockets open right now.
     pub fn open_connections(&self) -> usize {
         self.connections.len()
+    }
+
+    /// The connection ids of the sockets open right now (clients are never told theirs).
+    pub fn connection_ids(&self) -> Vec<String> {
+        self.connections.ids()
     }
 
     /// The WebSocket URL clients connect to.
@@ -211,18 +357,53 @@ impl Runner {
     }
 }
 
+/// The runner's own page, under each name of its address: the default allowed origins.
+fn own_origins(addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    vec![format!("http://{addr}"), format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}")]
+}
+
+/// The authorizer the configuration asks for: open, HS256, or public keys (JWKS or PEM).
+async fn authorizer(config: &AuthConfig) -> Result<Authorizer, RunnerError> {
+    let auth = |e: &dyn std::fmt::Display| RunnerError::Auth(e.to_string());
+    let authorizer = match (&config.auth_secret, &config.auth_jwks) {
+        (Some(secret), _) => Authorizer::hs256(secret.as_bytes()).map_err(|e| auth(&e))?,
+        (None, Some(source)) => {
+            let document = keys::load(source).await.map_err(|e| auth(&e))?;
+            Authorizer::public_keys(&document).map_err(|e| auth(&Chain(&e)))?
+        }
+        (None, None) => return Ok(Authorizer::open()),
+    };
+    Ok(authorizer.with_issuer(config.auth_issuer.clone()).with_audience(config.auth_audience.clone()))
+}
+
 async fn upgrade(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let now = app.clock.now_ms() as i64;
+    let connection_id = gateway::new_id();
+    // API Gateway runs the `$connect` authorizer first: a refusal answers the upgrade (401, 403)
+    // and nothing is stored.
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let token = query.get(authorizer::TOKEN_PARAMETER).map(String::as_str);
+    let caller = match app.authorizer.authorize(token, origin, &connection_id) {
+        Ok(caller) => caller,
+        Err(refusal) => {
+            tracing::info!(source_ip = %remote.ip(), reason = refusal.reason(), "$connect refused");
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            return (status, Json(serde_json::json!({ "message": refusal.to_string() }))).into_response();
+        }
+    };
     let peer = Peer {
-        connection_id: gateway::new_id(),
+        connection_id,
         connected_at_ms: now,
         source_ip: gateway::source_ip(&remote),
         user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        authorizer: caller.to_context(),
     };
     // As on API Gateway, `$connect` runs before the upgrade completes and can refuse it.
     let event = app.stage.connect_event(&peer, &headers, now);
@@ -238,8 +419,11 @@ async fn upgrade(
     }
     let failed_app = app.clone();
     let failed_peer = peer.clone();
+    // API Gateway's limits: a frame over 32 KB closes the connection (1009); a message (of
+    // several frames) up to 128 KB is taken, and a larger one is answered `too_large` by the
+    // handler, up to MAX_READ_BYTES, past which the connection closes (1009) before it is read.
     ws.max_message_size(MAX_READ_BYTES)
-        .max_frame_size(MAX_READ_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         // Small starting buffers: most frames are small and an idle connection should cost
         // little. Both grow on demand for a large frame.
         .read_buffer_size(SOCKET_BUFFER_BYTES)

@@ -1,12 +1,16 @@
-//! `cargo run`: the LiveSync local runner.
+//! `cargo run`: the LiveSync local runner (and `livesync token`, which mints tokens for it).
 
 use clap::Parser;
+use livesync_core::clock::{Clock, SystemClock};
+use livesync_core::engine::Chain;
+use livesync_runner::cli::{Cli, Command};
 use livesync_runner::{Config, Runner, StoreKind};
+use std::process::ExitCode;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     let filter: Targets = std::env::var("RUST_LOG")
         .ok()
         .and_then(|f| f.parse().ok())
@@ -15,13 +19,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)
         .init();
-    let config = Config::parse();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Token(args)) => {
+            args.mint(SystemClock.now_ms() / 1000).map(|token| println!("{token}")).map_err(Into::into)
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The whole chain, in words: what failed and why.
+            eprintln!("livesync: {}", Chain(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let runner = Runner::start(config.clone()).await?;
     let data = match config.store {
         StoreKind::Embedded => format!("data in {}", config.data_dir.display()),
         StoreKind::Dynamodb => format!("data in DynamoDB table {}", config.table),
     };
     eprintln!("LiveSync local runner on {} ({data})", runner.url());
+    if runner.is_open() {
+        eprintln!(
+            "  open: no token required, every client may read and write every room (--auth-secret to require tokens)"
+        );
+    } else {
+        eprintln!("  tokens required on connect: ?token=<JWT> (mint one with `livesync token`)");
+    }
+    eprintln!("  connection management API (SigV4) on http://{}", runner.management_addr());
     shutdown_signal().await;
     tracing::info!("shutting down");
     runner.shutdown().await?;

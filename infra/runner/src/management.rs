@@ -2,16 +2,171 @@
 //! `/@connections/{connectionId}` (also under a stage prefix, `/{stage}/@connections/...`), so
 //! the real `aws-sdk-apigatewaymanagement` client, and the fanout function's code, work against
 //! the runner. An unknown connection is `410 GoneException`, as on AWS.
+//!
+//! It is not for clients: whoever may use it can push any frame to, read, or drop any
+//! connection. On AWS it needs IAM (`execute-api:ManageConnections`, a SigV4-signed request);
+//! here it listens on its own address (loopback by default), never the client port, and every
+//! request must carry a SigV4 signature made with the runner's configured credentials (the
+//! standard `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, which the SDKs sign with too), dated
+//! within 5 minutes. A missing or wrong signature is `403 ForbiddenException`, as on AWS.
 
 use crate::App;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
 use aws_smithy_types::date_time::{DateTime, Format};
-use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use livesync_core::poster::{Delivery, Frame, Poster};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How far a request's `X-Amz-Date` may be from now (AWS allows 5 minutes).
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// The largest body a post may carry (API Gateway's message limit).
+const MAX_POST_BYTES: usize = livesync_core::protocol::MAX_MESSAGE_BYTES;
+
+/// The credentials requests must be signed with; without them every request is refused.
+#[derive(Clone)]
+pub struct Credentials(Option<aws_credential_types::Credentials>);
+
+impl Credentials {
+    pub fn new(key_id: Option<String>, secret: Option<String>) -> Self {
+        Credentials(match (key_id, secret) {
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+                Some(aws_credential_types::Credentials::new(id, secret, None, None, "livesync-runner"))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The management API, every route behind the signature check.
+pub fn router(app: Arc<App>, credentials: Credentials) -> Router {
+    let connection_api = axum::routing::post(post).get(get).delete(delete);
+    Router::new()
+        .route("/@connections/{connection}", connection_api.clone())
+        .route("/{stage}/@connections/{connection}", connection_api)
+        .with_state(app)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let credentials = credentials.clone();
+            async move { signed(credentials, request, next).await }
+        }))
+}
+
+/// Passes on requests signed with the configured credentials; refuses the rest as AWS does.
+async fn signed(credentials: Credentials, request: Request, next: Next) -> Response {
+    let Some(credentials) = credentials.0 else {
+        return forbidden(
+            "the runner has no management credentials: start it with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set, and sign requests with the same",
+        );
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_POST_BYTES).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "the body is over 128 KB");
+    };
+    if let Err(reason) = verify(&credentials, &parts.method, &parts.uri, &parts.headers, &body, SystemTime::now()) {
+        tracing::warn!(method = %parts.method, uri = %parts.uri, reason, "management request refused");
+        return forbidden(reason);
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
+}
+
+fn forbidden(reason: &str) -> Response {
+    error(StatusCode::FORBIDDEN, "ForbiddenException", reason)
+}
+
+/// Checks a request's SigV4 signature: signs it again, with the headers it says it signed and
+/// the time it says it was signed at, and compares.
+fn verify(
+    credentials: &aws_credential_types::Credentials,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), &'static str> {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("missing Authorization header: sign the request with SigV4")?;
+    let fields = authorization.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("not a SigV4 (AWS4-HMAC-SHA256) signature")?;
+    let field = |name: &str| {
+        fields.split(',').map(str::trim).find_map(|part| part.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+    };
+    let (Some(credential), Some(signed_headers), Some(signature)) =
+        (field("Credential"), field("SignedHeaders"), field("Signature"))
+    else {
+        return Err("malformed Authorization header");
+    };
+    // Credential=<key id>/<date>/<region>/<service>/aws4_request
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [key_id, _date, region, service, "aws4_request"] = scope[..] else {
+        return Err("malformed credential scope");
+    };
+    if key_id != credentials.access_key_id() {
+        return Err("unknown access key id");
+    }
+    let date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).ok_or("missing X-Amz-Date")?;
+    let signed_at = parse_amz_date(date).map_err(|()| "malformed X-Amz-Date")?;
+    let signed_at = SystemTime::try_from(signed_at).map_err(|_| "malformed X-Amz-Date")?;
+    let skew = now.duration_since(signed_at).unwrap_or_else(|e| e.duration());
+    if skew > CLOCK_SKEW {
+        return Err("the signature is more than 5 minutes from now");
+    }
+    let mut signed = Vec::new();
+    for name in signed_headers.split(';') {
+        let value = headers.get(name).and_then(|v| v.to_str().ok()).ok_or("a signed header is missing")?;
+        signed.push((name, value));
+    }
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let full_uri = format!("http://{host}{path_and_query}");
+    let request = SignableRequest::new(method.as_str(), full_uri, signed.into_iter(), SignableBody::Bytes(body))
+        .map_err(|_| "the request cannot be signed")?;
+    let identity = credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(signed_at)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|_| "the request cannot be signed")?
+        .into();
+    let expected = sign(request, &params).map_err(|_| "the request cannot be signed")?;
+    if !constant_time_eq(expected.signature().as_bytes(), signature.as_bytes()) {
+        return Err("the signature does not match: sign with the runner's credentials");
+    }
+    Ok(())
+}
+
+/// `20261202T051500Z`, the form SigV4 dates take.
+fn parse_amz_date(date: &str) -> Result<DateTime, ()> {
+    let digits = |range: std::ops::Range<usize>| date.get(range).and_then(|d| d.parse::<u32>().ok()).ok_or(());
+    if date.len() != 16 || &date[8..9] != "T" || !date.ends_with('Z') {
+        return Err(());
+    }
+    let iso = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        digits(0..4)?,
+        digits(4..6)?,
+        digits(6..8)?,
+        digits(9..11)?,
+        digits(11..13)?,
+        digits(13..15)?
+    );
+    DateTime::from_str(&iso, Format::DateTime).map_err(|_| ())
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing about the secret.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 /// The error shape of a restJson1 service: the SDK reads the type from `x-amzn-errortype`.
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -31,7 +186,7 @@ fn connection_of(path: Vec<String>) -> String {
     path.into_iter().last().unwrap_or_default()
 }
 
-pub async fn post(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>, body: Bytes) -> Response {
+async fn post(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>, body: Bytes) -> Response {
     let connection = connection_of(path);
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "BadRequestException", "the local runner posts UTF-8 text only");
@@ -42,7 +197,7 @@ pub async fn post(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>, bo
     }
 }
 
-pub async fn get(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>) -> Response {
+async fn get(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>) -> Response {
     let connection = connection_of(path);
     match app.connections.info(&connection) {
         Some(info) => Json(serde_json::json!({
@@ -55,7 +210,34 @@ pub async fn get(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>) -> 
     }
 }
 
-pub async fn delete(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>) -> Response {
+async fn delete(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>) -> Response {
     let connection = connection_of(path);
     if app.connections.close(&connection) { StatusCode::NO_CONTENT.into_response() } else { gone(&connection) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigv4_dates_are_read_as_utc() {
+        let date = parse_amz_date("20261202T051500Z").unwrap();
+        assert_eq!(date.fmt(Format::DateTime).unwrap(), "2026-12-02T05:15:00Z");
+        assert!(parse_amz_date("2026-12-02").is_err());
+        assert!(parse_amz_date("20261302T051500Z").is_err());
+    }
+
+    #[test]
+    fn an_unsigned_or_mis_signed_request_is_refused_with_the_reason() {
+        let credentials = aws_credential_types::Credentials::new("AKID", "secret", None, None, "test");
+        let uri: axum::http::Uri = "/@connections/abc".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        let now = SystemTime::now();
+        assert_eq!(
+            verify(&credentials, &Method::POST, &uri, &headers, b"", now),
+            Err("missing Authorization header: sign the request with SigV4")
+        );
+        headers.insert("authorization", "AWS4-HMAC-SHA256 Credential=OTHER/20261202/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=00".parse().unwrap());
+        assert_eq!(verify(&credentials, &Method::POST, &uri, &headers, b"", now), Err("unknown access key id"));
+    }
 }

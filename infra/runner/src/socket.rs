@@ -4,9 +4,15 @@
 //! handler the Lambda runs; the reply goes back through the socket's queue. Pushed frames arrive
 //! in the same queue from the fanout. The writer drains whatever is queued and flushes once, so a
 //! burst costs one write, not one per frame. Frames from one client are handled one at a time,
-//! in order.
+//! in order, and the next is read only once the socket's queue has room: a client that sends
+//! and never reads stops being read, instead of growing its queue.
+//!
+//! API Gateway's connection limits hold here too: a frame over 32 KB is closed with 1009, text
+//! that is not UTF-8 with 1007, a connection with no data message either way for the idle
+//! timeout (10 minutes) and every connection at its maximum age (2 hours) with 1001.
 
 use crate::App;
+use crate::connections::Queue;
 use crate::connections::{ConnectionInfo, Registration};
 use crate::gateway::Peer;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
@@ -15,8 +21,9 @@ use futures_util::{SinkExt, StreamExt};
 use livesync_core::poster::Frame;
 use livesync_core::protocol::{ErrorCode, ServerFrame};
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
-use tokio::sync::{Notify, mpsc, watch};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
 
 /// Why a socket ended: the close code and reason sent to the client (when it can still hear
 /// them) and reported to `$disconnect`.
@@ -49,12 +56,15 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
         source_ip: peer.source_ip.clone(),
         user_agent: peer.user_agent.clone(),
     };
-    let Registration { outbox, too_slow, replies, close, last_active_ms } =
-        app.connections.register(&peer.connection_id, app.send_queue, info);
+    let Registration { mut outbox, replies, queue, too_slow, close, last_active_ms } =
+        app.connections.register(&peer.connection_id, info);
+    // The last data message either way, for the idle timeout.
+    let last_data_ms = AtomicI64::new(app.clock.now_ms() as i64);
     let (mut sink, stream) = socket.split();
     let ending = tokio::select! {
-        ending = write_frames(&mut sink, outbox, &too_slow, app.stopping.clone()) => ending,
-        ending = read_frames(&app, stream, &peer, &replies, &last_active_ms) => ending,
+        ending = write_frames(&app, &mut sink, &mut outbox, &queue, &too_slow, &last_data_ms) => ending,
+        ending = read_frames(&app, stream, &peer, (&replies, &queue), &last_active_ms, &last_data_ms) => ending,
+        () = idle(&app, &last_data_ms) => Ending::by_server(close_code::AWAY, "Idle timeout: send a ping at least every 5 minutes"),
         // DeleteConnection through the management API.
         () = close.notified() => Ending::by_server(close_code::NORMAL, "Connection deleted"),
         // API Gateway closes every connection after 2 hours; the connection's items expire
@@ -73,15 +83,35 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
     app.connections.remove(&peer.connection_id);
 }
 
+/// Returns once no data message has gone either way for the idle timeout. Control frames (ping,
+/// pong) do not count: browsers cannot send them, and API Gateway is reported not to count them.
+async fn idle(app: &App, last_data_ms: &AtomicI64) {
+    let timeout = Duration::from_secs(app.limits.idle_timeout_secs);
+    loop {
+        let quiet =
+            Duration::from_millis((app.clock.now_ms() as i64 - last_data_ms.load(Ordering::Relaxed)).max(0) as u64);
+        if quiet >= timeout {
+            return;
+        }
+        tokio::time::sleep(timeout - quiet).await;
+    }
+}
+
 async fn read_frames(
     app: &App,
     mut stream: SplitStream<WebSocket>,
     peer: &Peer,
-    replies: &mpsc::Sender<Frame>,
+    (replies, queue): (&mpsc::UnboundedSender<Frame>, &Queue),
     last_active_ms: &AtomicI64,
+    last_data_ms: &AtomicI64,
 ) -> Ending {
-    while let Some(message) = stream.next().await {
-        last_active_ms.store(app.clock.now_ms() as i64, std::sync::atomic::Ordering::Relaxed);
+    let queue_limit = app.connections.queue_limit();
+    loop {
+        // Room for the reply first: a client that does not read its replies is not read either.
+        queue.below(queue_limit).await;
+        let Some(message) = stream.next().await else { break };
+        let now = app.clock.now_ms() as i64;
+        last_active_ms.store(now, Ordering::Relaxed);
         let (body, binary) = match message {
             Ok(Message::Text(text)) => (text.as_str().to_owned(), false),
             Ok(Message::Binary(bytes)) => {
@@ -92,6 +122,7 @@ async fn read_frames(
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Err(error) => return read_failed(peer, error),
         };
+        last_data_ms.store(now, Ordering::Relaxed);
         let event = app.stage.message_event(peer, body, binary, app.clock.now_ms() as i64);
         let reply = match livesync_handlers::message(&app.engine, event).await {
             Ok(response) => match response.body {
@@ -103,7 +134,10 @@ async fn read_frames(
                 ServerFrame::error(ErrorCode::Internal, "the server failed to handle this frame", None).to_json()
             }
         };
-        if replies.send(Frame::new(reply)).await.is_err() {
+        // A reply is never refused for a full queue: the reader waited for room above.
+        let reply = Frame::new(reply);
+        queue.add(reply.bytes().len());
+        if replies.send(reply).is_err() {
             break;
         }
     }
@@ -118,6 +152,10 @@ fn read_failed(peer: &Peer, error: axum::Error) -> Ending {
             tracing::info!(connection = peer.connection_id, size, max_size, "frame over the read limit");
             Ending::by_server(close_code::SIZE, "Message too big")
         }
+        Some(Error::Utf8(_)) => {
+            tracing::info!(connection = peer.connection_id, "text frame that is not UTF-8");
+            Ending::by_server(close_code::INVALID, "Invalid UTF-8 in a text frame")
+        }
         _ => {
             tracing::info!(connection = peer.connection_id, error = %inner, "socket read failed");
             Ending::by_client(close_code::ABNORMAL, "Connection lost")
@@ -126,11 +164,14 @@ fn read_failed(peer: &Peer, error: axum::Error) -> Ending {
 }
 
 async fn write_frames(
+    app: &App,
     sink: &mut SplitSink<WebSocket, Message>,
-    mut outbox: mpsc::Receiver<Frame>,
+    outbox: &mut mpsc::UnboundedReceiver<Frame>,
+    queue: &Queue,
     too_slow: &Notify,
-    mut stopping: watch::Receiver<bool>,
+    last_data_ms: &AtomicI64,
 ) -> Ending {
+    let mut stopping = app.stopping.clone();
     const TOO_SLOW: &str = "too slow: send queue full; reconnect and join with since";
     loop {
         let mut batch = tokio::select! {
@@ -144,12 +185,17 @@ async fn write_frames(
         while let Ok(frame) = outbox.try_recv() {
             batch.push(frame);
         }
+        let bytes = batch.iter().map(|frame| frame.bytes().len()).sum();
         // A peer that stops reading blocks the write itself; closing and shutdown must not wait
         // for it. Abandoned mid-write, the socket can take no close frame: it is just dropped.
         tokio::select! {
-            written = write_batch(sink, batch) => if written.is_err() {
-                return Ending::by_client(close_code::ABNORMAL, "Connection lost");
-            },
+            written = write_batch(sink, batch) => {
+                if written.is_err() {
+                    return Ending::by_client(close_code::ABNORMAL, "Connection lost");
+                }
+                queue.written(bytes);
+                last_data_ms.store(app.clock.now_ms() as i64, Ordering::Relaxed);
+            }
             () = too_slow.notified() => return Ending::abandoned(close_code::POLICY, TOO_SLOW),
             () = crate::stopped(&mut stopping) => return Ending::abandoned(close_code::AWAY, "server shutting down"),
         }

@@ -2,6 +2,7 @@
 //! reply and the event carry `"deleted": true`, and the document can be created again.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::documents::{self, DocWrite, Next};
 use crate::engine::EngineError;
 use crate::protocol::{Invalid, JsonData, ServerFrame, check_write};
@@ -22,6 +23,10 @@ pub struct DocDelete {
 impl Action for DocDelete {
     fn check(&self) -> Result<(), Invalid> {
         check_write(&self.room, "doc", &self.doc, self.id.as_deref())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Write(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

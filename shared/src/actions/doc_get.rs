@@ -1,6 +1,7 @@
 //! `doc.get {room, doc, version?}`: a document's latest version, or a kept older one.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::documents::{self, DocState};
 use crate::engine::EngineError;
 use crate::protocol::{ErrorCode, Invalid, ServerFrame, check_name};
@@ -20,6 +21,10 @@ impl Action for DocGet {
     fn check(&self) -> Result<(), Invalid> {
         check_name("room", &self.room)?;
         check_name("doc", &self.doc)
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Read(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -2,6 +2,7 @@
 //! with `before` = the oldest version received while `more` is true.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::documents;
 use crate::engine::{EngineError, PAGE_EVENTS};
 use crate::protocol::{Invalid, ServerFrame, check_name};
@@ -21,6 +22,10 @@ impl Action for DocHistory {
     fn check(&self) -> Result<(), Invalid> {
         check_name("room", &self.room)?;
         check_name("doc", &self.doc)
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Read(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

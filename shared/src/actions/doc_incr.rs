@@ -4,6 +4,7 @@
 //! `bad_request`.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::documents::{self, DocState, DocWrite, Next};
 use crate::engine::EngineError;
 use crate::protocol::{ErrorCode, Invalid, JsonData, ServerFrame, check_write};
@@ -30,6 +31,10 @@ impl Action for DocIncr {
             return Err(Invalid::bad_request("\"path\" must be a JSON pointer to a member, such as \"/likes\""));
         }
         Ok(())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Write(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -4,6 +4,7 @@
 //! patch applies to whatever is there.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::documents::{self, DocState, DocWrite, Next, Strategy};
 use crate::engine::EngineError;
 use crate::protocol::{Invalid, JsonData, ServerFrame, check_data, check_write};
@@ -26,6 +27,10 @@ impl Action for DocPatch {
     fn check(&self) -> Result<(), Invalid> {
         check_data("patch", &self.patch)?;
         check_write(&self.room, "doc", &self.doc, self.id.as_deref())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Write(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -3,6 +3,7 @@
 //! version is a `conflict` carrying the current state, unless the strategy is `lww`.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::documents::{self, DocWrite, Next, Strategy};
 use crate::engine::EngineError;
 use crate::protocol::{Invalid, JsonData, ServerFrame, check_data, check_write};
@@ -27,6 +28,10 @@ impl Action for DocPut {
     fn check(&self) -> Result<(), Invalid> {
         check_data("value", &self.value)?;
         check_write(&self.room, "doc", &self.doc, self.id.as_deref())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Write(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

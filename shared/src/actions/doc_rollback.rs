@@ -2,6 +2,7 @@
 //! Nothing is rewritten: history only grows. `not_found` if `to` is no longer kept.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::documents::{self, DocWrite, Next};
 use crate::engine::EngineError;
 use crate::protocol::{ErrorCode, Invalid, ServerFrame, check_write};
@@ -23,6 +24,10 @@ pub struct DocRollback {
 impl Action for DocRollback {
     fn check(&self) -> Result<(), Invalid> {
         check_write(&self.room, "doc", &self.doc, self.id.as_deref())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Write(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

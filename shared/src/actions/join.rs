@@ -1,10 +1,12 @@
 //! `join {room, since?, user?}`: subscribe to a room; with `since`, also get the events after it.
 //! With `user`, the connection also enters the room's presence (an event every member sees);
-//! without it, it listens silently (a dashboard, a backend).
+//! without it, it listens silently (a dashboard, a backend). A caller with a token may only be
+//! present as the user its token names.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::{EngineError, PAGE_EVENTS};
-use crate::protocol::{Invalid, ServerFrame, check_name};
+use crate::protocol::{ErrorCode, Invalid, ServerFrame, check_name};
 use crate::{membership, ordering, recovery};
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -28,7 +30,19 @@ impl Action for Join {
         }
     }
 
+    fn access(&self) -> Access<'_> {
+        Access::Read(&self.room)
+    }
+
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {
+        if let (Some(user), Some(own)) = (&self.user, &cx.caller.user)
+            && user != own
+        {
+            return Ok(cx.error(
+                ErrorCode::Forbidden,
+                format!("your token is for user {own:?}: you may join as {own:?}, not as {user:?}"),
+            ));
+        }
         membership::subscribe(cx.store, cx.clock, cx.heads, &self.room, cx.connection, self.user.as_deref()).await?;
         // The page is read after subscribing: an event committed before the subscription is in
         // the page (or a later one), one committed after it is pushed; a client may see an event

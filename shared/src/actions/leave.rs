@@ -1,6 +1,7 @@
 //! `leave {room}`: unsubscribe; a member leaves the room's presence.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::EngineError;
 use crate::membership;
 use crate::protocol::{Invalid, ServerFrame, check_name};
@@ -16,6 +17,10 @@ pub struct Leave {
 impl Action for Leave {
     fn check(&self) -> Result<(), Invalid> {
         check_name("room", &self.room)
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Open
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -10,8 +10,10 @@
 //! a missing document, too little stock) is a reply, `Ok(ServerFrame::Error { .. })`; `Err` is
 //! kept for infrastructure failures, which the engine answers with `internal`.
 
+use crate::access::{Access, Caller};
 use crate::clock::Clock;
 use crate::engine::EngineError;
+use crate::layout::ClientId;
 use crate::ordering::RoomHeads;
 use crate::protocol::{ErrorCode, Invalid, Reference, ServerFrame};
 use crate::store::Store;
@@ -26,15 +28,24 @@ pub struct Context<'a> {
     /// Versions kept per document, edits kept per text.
     pub history: u64,
     pub connection: &'a str,
+    /// Who asks, as the `$connect` authorizer vouched for it.
+    pub caller: &'a Caller,
     /// API Gateway's id of this request: the event id of a write without a client `id`.
     pub request_id: &'a str,
     pub reference: Option<Reference>,
+    /// What the request asks (see [`crate::protocol::ClientFrame::digest`]).
+    pub digest: &'a str,
 }
 
 impl Context<'_> {
     /// The client's `ref`, for the reply.
     pub fn reference(&self) -> Option<Reference> {
         self.reference.clone()
+    }
+
+    /// The request's idempotency id, in the caller's namespace and bound to its content.
+    pub fn client_id<'i>(&'i self, id: &'i str) -> ClientId<'i> {
+        ClientId { id, scope: self.caller.id_scope(), digest: self.digest }
     }
 
     /// An error reply to this request.
@@ -47,6 +58,9 @@ impl Context<'_> {
 pub trait Action: DeserializeOwned + Send + Sync + 'static {
     /// What the fields' types do not say: lengths, characters, ranges.
     fn check(&self) -> Result<(), Invalid>;
+
+    /// The grant the request needs: to read or to write its room, or none.
+    fn access(&self) -> Access<'_>;
 
     /// Applies the request; the reply to send back.
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError>;
@@ -72,6 +86,12 @@ macro_rules! actions {
                     $($name => fields::<$module::$action>(action, frame).map(Request::$action),)*
                     _ => return None,
                 })
+            }
+
+            pub fn access(&self) -> Access<'_> {
+                match self {
+                    $(Request::$action(request) => request.access(),)*
+                }
             }
 
             pub async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

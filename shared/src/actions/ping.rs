@@ -1,6 +1,7 @@
 //! `ping`: a reply that proves the connection and the route work; keeps idle connections open.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::EngineError;
 use crate::protocol::{Invalid, ServerFrame};
 use async_trait::async_trait;
@@ -13,6 +14,10 @@ pub struct Ping {}
 impl Action for Ping {
     fn check(&self) -> Result<(), Invalid> {
         Ok(())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Open
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

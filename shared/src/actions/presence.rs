@@ -1,6 +1,7 @@
 //! `presence {room}`: who is in the room (the connections that joined it with a `user`).
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::EngineError;
 use crate::membership;
 use crate::protocol::{Invalid, ServerFrame, check_name};
@@ -16,6 +17,10 @@ pub struct Presence {
 impl Action for Presence {
     fn check(&self) -> Result<(), Invalid> {
         check_name("room", &self.room)
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Read(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -1,7 +1,9 @@
 //! `publish {room, data, id?}`: append application data to the room's log. A repeated `id` is
-//! acknowledged with the original seq and stores nothing.
+//! acknowledged with the original seq and stores nothing; the same `id` with other content is a
+//! `conflict` (as payment APIs treat an idempotency key reused for another payment).
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::EngineError;
 use crate::ordering::{self, Entry};
 use crate::layout;
@@ -26,6 +28,10 @@ impl Action for Publish {
         check_id(self.id.as_deref())
     }
 
+    fn access(&self) -> Access<'_> {
+        Access::Write(&self.room)
+    }
+
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {
         let published = ordering::publish(
             cx.store,
@@ -33,9 +39,9 @@ impl Action for Publish {
             cx.heads,
             Entry {
                 room: &self.room,
-                client_id: self.id.as_deref(),
+                client_id: self.id.as_deref().map(|id| cx.client_id(id)),
                 fallback_id: cx.request_id,
-                from: cx.connection,
+                from: cx.caller.from(),
                 kind: EventKind::Publish,
                 data: &self.data,
                 now_ms: cx.clock.now_ms(),
@@ -43,6 +49,9 @@ impl Action for Publish {
             },
         )
         .await?;
+        if published.other_request && made_by_a_publish(cx, &self.room, published.seq).await? {
+            return Ok(cx.error(ErrorCode::Conflict, id_reused(&published.id, published.seq)));
+        }
         if published.repeat && !made_by_a_publish(cx, &self.room, published.seq).await? {
             return Ok(cx.error(
                 ErrorCode::BadRequest,
@@ -51,6 +60,14 @@ impl Action for Publish {
         }
         Ok(ServerFrame::Ack { room: self.room, seq: published.seq, id: published.id, reference: cx.reference() })
     }
+}
+
+/// The refusal of an id reused for another request.
+pub(crate) fn id_reused(id: &str, seq: u64) -> String {
+    format!(
+        "id {id:?} was already used for a different request (seq {seq}); a retry must repeat the request exactly, \
+         and a new request needs a new id"
+    )
 }
 
 /// Whether the event at `seq` is a publish: a repeated id is acknowledged only as a repeat of a

@@ -3,6 +3,7 @@
 //! `id` is never applied twice.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::EngineError;
 use crate::protocol::{Invalid, ServerFrame, check_write};
 use crate::state;
@@ -27,6 +28,10 @@ impl Action for StockAdjust {
             return Err(Invalid::bad_request("\"delta\" must not be 0"));
         }
         Ok(())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Write(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

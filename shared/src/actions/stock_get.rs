@@ -2,6 +2,7 @@
 //! 300 in sku order; ask again with `after` = the last sku while `more` is true).
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::EngineError;
 use crate::protocol::{ErrorCode, Invalid, ServerFrame, check_name};
 use crate::stock;
@@ -32,6 +33,10 @@ impl Action for StockGet {
             check_name("after", after)?;
         }
         Ok(())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Read(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

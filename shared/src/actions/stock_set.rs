@@ -2,6 +2,7 @@
 //! creates the SKU.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::EngineError;
 use crate::protocol::{Invalid, ServerFrame, check_write};
 use crate::state;
@@ -22,6 +23,10 @@ pub struct StockSet {
 impl Action for StockSet {
     fn check(&self) -> Result<(), Invalid> {
         check_write(&self.room, "sku", &self.sku, self.id.as_deref())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Write(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

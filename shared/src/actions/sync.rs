@@ -1,6 +1,7 @@
 //! `sync {room, since}`: the events after `since`, one page at a time.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::{EngineError, PAGE_EVENTS};
 use crate::protocol::{Invalid, ServerFrame, check_name};
 use crate::recovery;
@@ -17,6 +18,10 @@ pub struct Sync {
 impl Action for Sync {
     fn check(&self) -> Result<(), Invalid> {
         check_name("room", &self.room)
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Read(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

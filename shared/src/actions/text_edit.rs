@@ -3,6 +3,7 @@
 //! the edit as applied and the new revision; the first edit, at `rev: 0`, creates the text.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::EngineError;
 use crate::protocol::{Invalid, ServerFrame, check_write};
 use crate::text::Operation;
@@ -24,6 +25,10 @@ pub struct TextEdit {
 impl Action for TextEdit {
     fn check(&self) -> Result<(), Invalid> {
         check_write(&self.room, "doc", &self.doc, self.id.as_deref())
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Write(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -1,6 +1,7 @@
 //! `text.get {room, doc}`: a text's current value and revision.
 
 use super::{Action, Context};
+use crate::access::Access;
 use crate::engine::EngineError;
 use crate::protocol::{ErrorCode, Invalid, ServerFrame, check_name};
 use crate::texts;
@@ -18,6 +19,10 @@ impl Action for TextGet {
     fn check(&self) -> Result<(), Invalid> {
         check_name("room", &self.room)?;
         check_name("doc", &self.doc)
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::Read(&self.room)
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -12,6 +12,7 @@
 //! Each check expects a fresh, empty store of its own: the change-feed checks count records.
 
 use super::*;
+use crate::access::Caller;
 use crate::clock::SystemClock;
 use crate::engine::Engine;
 use crate::protocol::ServerFrame;
@@ -60,6 +61,10 @@ macro_rules! store_conformance_tests {
             every_state_change_is_an_event_of_its_room_in_version_order,
             a_member_who_disconnects_leaves_presence_once,
             copies_of_one_write_sent_at_once_all_get_its_outcome,
+            a_lacks_condition_holds_only_on_an_item_without_the_attribute,
+            each_user_has_its_own_ids_and_a_changed_repeat_is_a_conflict,
+            a_room_outside_the_grant_is_forbidden_and_nothing_is_stored,
+            concurrent_writes_of_one_connection_take_exactly_the_burst,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
@@ -461,7 +466,16 @@ pub async fn separate_engines_sharing_the_store_never_share_or_skip_a_seq(store:
                 let mut seqs = Vec::new();
                 for n in 0..EACH {
                     let body = format!(r#"{{"action":"publish","room":"hot","data":[{e},{n}]}}"#);
-                    seqs.push(acked_seq(engine.handle(&format!("conn-{e}"), &format!("req-{e}-{n}"), &body).await));
+                    seqs.push(acked_seq(
+                        engine
+                            .handle(
+                                &Caller::anonymous(&format!("conn-{e}")),
+                                &format!("conn-{e}"),
+                                &format!("req-{e}-{n}"),
+                                &body,
+                            )
+                            .await,
+                    ));
                 }
                 seqs
             })
@@ -479,20 +493,21 @@ pub async fn an_engine_far_behind_the_head_still_takes_the_next_seq(store: Arc<d
     let behind = engine(&store);
     let busy = engine(&store);
     let publish = r#"{"action":"publish","room":"r","data":1}"#;
-    assert_eq!(acked_seq(behind.handle("a", "req-0", publish).await), 1);
+    assert_eq!(acked_seq(behind.handle(&Caller::anonymous("a"), "a", "req-0", publish).await), 1);
     for n in 0..30 {
-        busy.handle("b", &format!("req-b{n}"), publish).await;
+        busy.handle(&Caller::anonymous("b"), "b", &format!("req-b{n}"), publish).await;
     }
-    assert_eq!(acked_seq(behind.handle("a", "req-1", publish).await), 32);
+    assert_eq!(acked_seq(behind.handle(&Caller::anonymous("a"), "a", "req-1", publish).await), 32);
 }
 
 pub async fn the_same_client_id_through_two_engines_is_one_event(store: Arc<dyn Store>) {
     let (first, second) = (engine(&store), engine(&store));
     let body = r#"{"action":"publish","room":"r","id":"pay-1","data":{"amount":5}}"#;
-    let (a, b) = tokio::join!(first.handle("c1", "q1", body), second.handle("c2", "q2", body));
+    let (c1, c2) = (Caller::anonymous("c1"), Caller::anonymous("c2"));
+    let (a, b) = tokio::join!(first.handle(&c1, "c1", "q1", body), second.handle(&c2, "c2", "q2", body));
     assert_eq!(acked_seq(a), 1);
     assert_eq!(acked_seq(b), 1);
-    let next = first.handle("c1", "q3", r#"{"action":"publish","room":"r","data":0}"#).await;
+    let next = first.handle(&Caller::anonymous("c1"), "c1", "q3", r#"{"action":"publish","room":"r","data":0}"#).await;
     assert_eq!(acked_seq(next), 2, "the repeat created no event");
 }
 
@@ -532,8 +547,8 @@ pub async fn a_publish_whose_answer_was_lost_and_retried_is_stored_once(store: A
     let retried: Arc<dyn Store> = Arc::new(RetriedPuts(store.clone()));
     let publisher = engine(&retried);
     let body = r#"{"action":"publish","room":"lost","data":"once"}"#;
-    assert_eq!(acked_seq(publisher.handle("c1", "req-1", body).await), 1);
-    assert_eq!(acked_seq(publisher.handle("c1", "req-2", body).await), 2);
+    assert_eq!(acked_seq(publisher.handle(&Caller::anonymous("c1"), "c1", "req-1", body).await), 1);
+    assert_eq!(acked_seq(publisher.handle(&Caller::anonymous("c1"), "c1", "req-2", body).await), 2);
     let page = store.query(crate::layout::events_after("lost", 0, 10)).await.unwrap();
     assert_eq!(page.items.len(), 2, "each publish stored exactly once");
 }
@@ -563,7 +578,7 @@ pub async fn a_stale_version_in_a_transaction_fails_that_step_and_writes_nothing
 
 /// One request through an engine; the reply as JSON.
 async fn ask(engine: &Engine, connection: &str, request_id: &str, body: serde_json::Value) -> serde_json::Value {
-    let reply = engine.handle(connection, request_id, &body.to_string()).await;
+    let reply = engine.handle(&Caller::anonymous(connection), connection, request_id, &body.to_string()).await;
     serde_json::from_str(&reply.to_json()).expect("replies are JSON")
 }
 
@@ -731,21 +746,24 @@ pub async fn a_member_who_disconnects_leaves_presence_once(store: Arc<dyn Store>
         ask(engine, connection, "j", json!({"action": "join", "room": "r", "user": user})).await;
     }
     ask(&a, "c3", "j", json!({"action": "join", "room": "r"})).await;
+    let (c1, c2) = (crate::access::session_of("c1"), crate::access::session_of("c2"));
     let members = ask(&a, "c3", "p", json!({"action": "presence", "room": "r"})).await;
-    assert_eq!(members["members"], json!([{"connection": "c1", "user": "ann"}, {"connection": "c2", "user": "bob"}]));
+    let mut listed = members["members"].as_array().unwrap().clone();
+    listed.sort_by_key(|m| m["user"].as_str().unwrap().to_owned());
+    assert_eq!(listed, vec![json!({"session": c1, "user": "ann"}), json!({"session": c2, "user": "bob"})]);
     // $disconnect and a gone-connection cleanup race; the leaving is announced once.
     let (x, y) = tokio::join!(a.disconnect("c1"), b.disconnect("c1"));
     x.unwrap();
     y.unwrap();
     let members = ask(&b, "c3", "p", json!({"action": "presence", "room": "r"})).await;
-    assert_eq!(members["members"], json!([{"connection": "c2", "user": "bob"}]));
+    assert_eq!(members["members"], json!([{"session": c2, "user": "bob"}]));
     let presence: Vec<_> = room_log(&store, "r").await.into_iter().map(|e| e["data"].clone()).collect();
     assert_eq!(
         presence,
         vec![
-            json!({"joined": {"connection": "c1", "user": "ann"}}),
-            json!({"joined": {"connection": "c2", "user": "bob"}}),
-            json!({"left": {"connection": "c1", "user": "ann"}}),
+            json!({"joined": {"session": c1, "user": "ann"}}),
+            json!({"joined": {"session": c2, "user": "bob"}}),
+            json!({"left": {"session": c1, "user": "ann"}}),
         ]
     );
 }
@@ -773,4 +791,116 @@ pub async fn copies_of_one_write_sent_at_once_all_get_its_outcome(store: Arc<dyn
     }
     let stock_events = room_log(&store, "shop").await.into_iter().filter(|e| e["kind"] == "stock").count();
     assert_eq!(stock_events, 2, "the set and one sale");
+}
+
+pub async fn a_lacks_condition_holds_only_on_an_item_without_the_attribute(store: Arc<dyn Store>) {
+    let lacks = Condition::Lacks { attr: "tat".into() };
+    let key = Key::new("CONN#x", "META");
+    let set = |n| Update::default().set("tat", Attr::N(n));
+    assert!(matches!(store.update(&key, set(1), lacks.clone()).await.unwrap(), Write::Conflict { .. }), "no item");
+    put(store.as_ref(), item("CONN#x", "META").with("connected_at", Attr::N(5))).await;
+    assert_eq!(store.update(&key, set(1), lacks.clone()).await.unwrap(), Write::Done);
+    assert!(matches!(store.update(&key, set(2), lacks).await.unwrap(), Write::Conflict { .. }), "it has one now");
+    assert_eq!(store.get(&key).await.unwrap().unwrap().number("tat"), Some(1));
+}
+
+/// One request as a given caller; the reply as JSON.
+async fn ask_as(engine: &Engine, caller: &Caller, connection: &str, body: serde_json::Value) -> serde_json::Value {
+    let reply = engine.handle(caller, connection, &format!("req-{}", rand::random::<u64>()), &body.to_string()).await;
+    serde_json::from_str(&reply.to_json()).expect("replies are JSON")
+}
+
+pub async fn each_user_has_its_own_ids_and_a_changed_repeat_is_a_conflict(store: Arc<dyn Store>) {
+    use crate::access::{Grants, RoomPatterns};
+    use serde_json::json;
+    let e = engine(&store);
+    let grants = Grants { read: RoomPatterns::all(), write: RoomPatterns::all() };
+    let (ann, bob) = (Caller::user("ann", "c1", grants.clone()), Caller::user("bob", "c2", grants));
+    let publish = |data: i64| json!({"action": "publish", "room": "r", "id": "m1", "data": data});
+    // Bob got there first with the id Ann will use: it does not pre-claim hers.
+    assert_eq!(ask_as(&e, &bob, "c2", publish(666)).await["seq"], 1);
+    let ack = ask_as(&e, &ann, "c1", publish(1)).await;
+    assert_eq!((ack["type"].as_str(), ack["seq"].as_u64()), (Some("ack"), Some(2)), "{ack}");
+    // Ann's retry, from a new connection, is her original; changed content is refused.
+    assert_eq!(ask_as(&e, &Caller { session: "x".into(), ..ann.clone() }, "c9", publish(1)).await["seq"], 2);
+    let changed = ask_as(&e, &ann, "c1", publish(2)).await;
+    assert_eq!(changed["code"], "conflict", "{changed}");
+    assert!(changed["message"].as_str().unwrap().contains("different request"), "{changed}");
+    // The same holds for state writes.
+    let sale = |delta: i64| json!({"action": "stock.adjust", "room": "r", "sku": "k", "delta": delta, "id": "o1"});
+    assert_eq!(
+        ask_as(&e, &ann, "c1", json!({"action": "stock.set", "room": "r", "sku": "k", "level": 5})).await["level"],
+        5
+    );
+    assert_eq!(ask_as(&e, &ann, "c1", sale(-1)).await["level"], 4);
+    assert_eq!(ask_as(&e, &ann, "c1", sale(-1)).await["level"], 4, "a retry sells once");
+    assert_eq!(ask_as(&e, &ann, "c1", sale(-2)).await["code"], "conflict");
+    assert_eq!(ask_as(&e, &bob, "c2", sale(-1)).await["level"], 3, "bob's o1 is bob's own");
+    // Anonymous callers share the room's namespace: a retry from a new connection is recognised.
+    let anonymous = json!({"action": "publish", "room": "open", "id": "a1", "data": 1});
+    assert_eq!(ask(&e, "c5", "x", anonymous.clone()).await["seq"], 1);
+    assert_eq!(ask(&e, "c6", "y", anonymous).await["seq"], 1);
+    let log = room_log(&store, "r").await;
+    assert_eq!(log.len(), 5, "two publishes, a set and two sales: {log:?}");
+    assert_eq!(log[0]["from"], "bob");
+    assert_eq!(log[1]["from"], "ann");
+}
+
+pub async fn a_room_outside_the_grant_is_forbidden_and_nothing_is_stored(store: Arc<dyn Store>) {
+    use crate::access::{Grants, RoomPatterns};
+    use serde_json::json;
+    let e = engine(&store);
+    let reader = Caller::user(
+        "ann",
+        "c1",
+        Grants { read: RoomPatterns::new(["news", "doc-*"]), write: RoomPatterns::new(["doc-1"]) },
+    );
+    for (frame, verb) in [
+        (json!({"action": "join", "room": "secret"}), "read"),
+        (json!({"action": "sync", "room": "secret", "since": 0}), "read"),
+        (json!({"action": "doc.get", "room": "secret", "doc": "d"}), "read"),
+        (json!({"action": "publish", "room": "news", "data": 1}), "write"),
+        (json!({"action": "doc.put", "room": "doc-2", "doc": "d", "base": 0, "value": 1}), "write"),
+        (json!({"action": "stock.adjust", "room": "news", "sku": "k", "delta": 1}), "write"),
+    ] {
+        let reply = ask_as(&e, &reader, "c1", frame.clone()).await;
+        assert_eq!(reply["code"], "forbidden", "{frame}: {reply}");
+        let room = frame["room"].as_str().unwrap();
+        assert!(reply["message"].as_str().unwrap().contains(&format!("{verb} access to room \"{room}\"")), "{reply}");
+        assert!(room_log(&store, room).await.is_empty());
+    }
+    assert_eq!(ask_as(&e, &reader, "c1", json!({"action": "join", "room": "doc-9"})).await["type"], "joined");
+    let put =
+        ask_as(&e, &reader, "c1", json!({"action": "doc.put", "room": "doc-1", "doc": "d", "base": 0, "value": 1}))
+            .await;
+    assert_eq!(put["type"], "doc", "{put}");
+    let impostor = ask_as(&e, &reader, "c1", json!({"action": "join", "room": "news", "user": "bob"})).await;
+    assert_eq!(impostor["code"], "forbidden", "a token for ann cannot be present as bob");
+    let subscribers = store.query(crate::layout::subscribers_of("secret", 10)).await.unwrap();
+    assert!(subscribers.items.is_empty(), "a refused join subscribes nothing");
+}
+
+pub async fn concurrent_writes_of_one_connection_take_exactly_the_burst(store: Arc<dyn Store>) {
+    use crate::limits::{Admission, StoreLimiter, WriteLimiter, WriteRate};
+    // A slow bucket (one write a minute) so no token comes back while the test runs.
+    let rate = WriteRate { per_second: 1.0 / 60.0, burst: 4 };
+    let limiters: Vec<Arc<StoreLimiter<dyn Store>>> =
+        (0..3).map(|_| Arc::new(StoreLimiter::new(store.clone(), rate))).collect();
+    crate::membership::register(store.as_ref(), "c1", 1_000).await.unwrap();
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    // Ten writes of one connection at once, through three hosts (API Gateway may run a
+    // connection's frames on several Lambda instances).
+    let attempts = (0..10).map(|n| {
+        let limiter = limiters[n % 3].clone();
+        async move { limiter.admit("c1", now).await.unwrap() }
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let admitted = outcomes.iter().filter(|o| matches!(o, Admission::Admitted(()))).count();
+    assert_eq!(admitted, 4, "{outcomes:?}");
+    for outcome in outcomes.iter().filter(|o| !matches!(o, Admission::Admitted(()))) {
+        let Admission::Refused { retry_after_ms } = outcome else { unreachable!() };
+        assert!(*retry_after_ms > 0 && *retry_after_ms <= 60_000, "{outcome:?}");
+    }
+    // Another connection has its own bucket.
+    assert_eq!(limiters[0].admit("c2", now).await.unwrap(), Admission::Admitted(()));
 }

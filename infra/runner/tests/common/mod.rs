@@ -12,7 +12,7 @@ pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTls
 /// Starts the binary on a free port; returns it and the URL it announced.
 pub fn start(args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_livesync"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--management-listen", "127.0.0.1:0"])
         .args(args)
         .envs(envs.iter().copied())
         .stderr(Stdio::piped())

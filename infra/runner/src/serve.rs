@@ -1,0 +1,143 @@
+//! The accept loop: TCP connections in, HTTP (and WebSocket upgrades) out through hyper, with
+//! the limits a public server needs and `axum::serve` does not have.
+//!
+//! * A client must send its upgrade request within the handshake timeout, or its socket is
+//!   closed: half-sent requests cannot pin file descriptors.
+//! * One IP address may have only so many sockets in their handshake at once, and the runner
+//!   only so many connections in all: one client cannot take every descriptor.
+//! * Accepted sockets write small frames at once (`TCP_NODELAY`): a reply followed by a push must
+//!   not wait for the peer's delayed ACK.
+
+use crate::Limits;
+use crate::connections::Connections;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower_service::Service;
+
+/// Who is let in.
+#[derive(Clone)]
+pub struct Admission {
+    handshake_timeout: Duration,
+    /// For the client port: the upgraded sockets, counted against `max_connections`.
+    open: Option<Arc<Connections>>,
+    max_connections: usize,
+    max_handshakes_per_ip: usize,
+    handshaking: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Admission {
+    pub fn new(limits: &Limits, open: Arc<Connections>) -> Self {
+        Admission {
+            handshake_timeout: Duration::from_secs(limits.handshake_timeout_secs),
+            open: Some(open),
+            max_connections: limits.max_connections,
+            max_handshakes_per_ip: limits.max_handshakes_per_ip,
+            handshaking: Arc::default(),
+        }
+    }
+
+    /// Only the handshake timeout (the management API: loopback, signed requests).
+    pub fn unlimited(handshake_timeout_secs: u64) -> Self {
+        Admission {
+            handshake_timeout: Duration::from_secs(handshake_timeout_secs),
+            open: None,
+            max_connections: usize::MAX,
+            max_handshakes_per_ip: usize::MAX,
+            handshaking: Arc::default(),
+        }
+    }
+
+    /// A place in the handshake, or `None` when the caps are reached.
+    fn admit(&self, ip: IpAddr) -> Option<Handshake> {
+        let mut handshaking = self.handshaking.lock().expect("admission lock");
+        let pending: usize = handshaking.values().sum();
+        let upgraded = self.open.as_ref().map_or(0, |open| open.len());
+        let from_ip = handshaking.entry(ip).or_default();
+        if *from_ip >= self.max_handshakes_per_ip || pending + upgraded >= self.max_connections {
+            return None;
+        }
+        *from_ip += 1;
+        Some(Handshake { ip, handshaking: self.handshaking.clone() })
+    }
+}
+
+/// A socket's place among those in their handshake; released when its first request arrives.
+struct Handshake {
+    ip: IpAddr,
+    handshaking: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        let mut handshaking = self.handshaking.lock().expect("admission lock");
+        if let Some(count) = handshaking.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                handshaking.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `stopping`.
+pub async fn run(listener: TcpListener, router: Router, admission: Admission, mut stopping: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = crate::stopped(&mut stopping) => return,
+        };
+        match accepted {
+            Ok((stream, remote)) => match admission.admit(remote.ip()) {
+                Some(handshake) => {
+                    let serving = serve_one(stream, remote, router.clone(), handshake, admission.handshake_timeout);
+                    let stopping = stopping.clone();
+                    tokio::spawn(serving_until(serving, stopping));
+                }
+                None => tracing::warn!(%remote, "connection refused: too many connections or handshakes"),
+            },
+            // Out of descriptors (EMFILE) or a connection reset while queued: wait a moment
+            // rather than spin, then go on accepting.
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serving_until(serving: impl std::future::Future<Output = ()>, mut stopping: watch::Receiver<bool>) {
+    tokio::select! {
+        () = serving => {}
+        // An HTTP connection still in its handshake at shutdown is dropped; upgraded sockets
+        // are not served here and close on the same signal with 1001.
+        () = crate::stopped(&mut stopping) => {}
+    }
+}
+
+async fn serve_one(stream: TcpStream, remote: SocketAddr, router: Router, handshake: Handshake, timeout: Duration) {
+    let _ = stream.set_nodelay(true);
+    let handshake = Mutex::new(Some(handshake));
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        // The request is in: this socket is no longer in its handshake.
+        drop(handshake.lock().expect("handshake lock").take());
+        request.extensions_mut().insert(ConnectInfo(remote));
+        let mut router = router.clone();
+        async move { router.call(request.map(axum::body::Body::new)).await }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        tracing::debug!(%remote, %error, "HTTP connection ended");
+    }
+}
