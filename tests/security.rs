@@ -238,6 +238,81 @@ async fn a_stalled_upgrade_and_an_idle_connection_are_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_connections_share_one_write_bucket() {
+    let local = Local::start_with(|config| {
+        config.auth.auth_secret = Some(SECRET.to_owned());
+        config.limits.write_rate = 0.1;
+        config.limits.write_burst = 4;
+    })
+    .await;
+    let ann = token("ann", &["r"], &["r"], now() + 600);
+    let mut admitted = 0;
+    let mut refused = 0;
+    // Four connections (or reconnects) of one user get one user's burst, not four.
+    for _ in 0..4 {
+        let mut client = Client::connect(&format!("{}/?token={ann}", local.url())).await;
+        for n in 0..3 {
+            let reply = client.request(json!({"action": "publish", "room": "r", "data": n})).await;
+            match reply["type"].as_str() {
+                Some("ack") => admitted += 1,
+                _ => {
+                    assert_eq!(reply["code"], "rate_limited", "{reply}");
+                    refused += 1;
+                }
+            }
+        }
+        client.close().await;
+    }
+    assert_eq!((admitted, refused), (4, 8));
+    let bob = token("bob", &["r"], &["r"], now() + 600);
+    let mut other = Client::connect(&format!("{}/?token={bob}", local.url())).await;
+    assert_eq!(other.publish("r", None, json!("bob")).await["type"], "ack", "another user is unaffected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_from_one_address_cannot_lock_out_its_next_client() {
+    let local = Local::start_with(|config| config.limits.max_handshakes_per_ip = 2).await;
+    let addr = local.http_url().trim_start_matches("http://").to_owned();
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        socket.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        stalled.push(socket);
+    }
+    // A real client from the same address gets in: it takes the oldest stalled one's place.
+    let mut client = local.client().await;
+    assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");
+    let mut evicted = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stalled[0].read_to_end(&mut evicted)).await;
+    assert!(read.is_ok(), "the oldest stalled socket was closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_breaks_the_websocket_protocol_is_closed_with_1002() {
+    let local = Local::start().await;
+    let addr = local.http_url().trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let upgrade = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    socket.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        socket.read_exact(&mut byte).await.unwrap();
+        response.push(byte[0]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&response));
+    // A client's frame must be masked (RFC 6455 5.1): this one is not.
+    socket.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    let mut close = [0u8; 4];
+    tokio::time::timeout(PATIENCE, socket.read_exact(&mut close)).await.unwrap().unwrap();
+    assert_eq!(close[0], 0x88, "a close frame");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1002);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_without_auth_refuses_to_listen_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = livesync_runner::Config::for_tests(dir.path());

@@ -95,6 +95,15 @@ pub enum Access<'a> {
     Open,
     Read(&'a str),
     Write(&'a str),
+    /// Both: a `join` as a member reads the room and writes its `joined` event into it.
+    ReadWrite(&'a str),
+}
+
+impl Access<'_> {
+    /// Whether the request writes to its room (and so takes from the write bucket).
+    pub fn writes(&self) -> bool {
+        matches!(self, Access::Write(_) | Access::ReadWrite(_))
+    }
 }
 
 /// The caller of a request, as the authorizer vouched for it at `$connect`.
@@ -133,6 +142,7 @@ impl Caller {
             Access::Open => true,
             Access::Read(room) => self.grants.read.covers(room),
             Access::Write(room) => self.grants.write.covers(room),
+            Access::ReadWrite(room) => self.grants.read.covers(room) && self.grants.write.covers(room),
         }
     }
 
@@ -235,6 +245,8 @@ mod tests {
         assert!(caller.may(Access::Write("lobby")));
         assert!(!caller.may(Access::Read("secret")));
         assert!(caller.may(Access::Open));
+        assert!(caller.may(Access::ReadWrite("lobby")));
+        assert!(!caller.may(Access::ReadWrite("news")), "being present in a room writes to it");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use crate::access::{Access, Caller};
 use crate::actions::Context;
 use crate::clock::Clock;
-use crate::limits::{Admission, WriteLimiter};
+use crate::limits::{Admission, Bucket, WriteLimiter};
 use crate::membership;
 use crate::ordering::{PublishError, RoomHeads};
 use crate::protocol::{ErrorCode, ServerFrame, parse_client_frame};
@@ -97,18 +97,17 @@ impl Engine {
             let (verb, room) = match access {
                 Access::Read(room) => ("read", room),
                 Access::Write(room) => ("write", room),
+                Access::ReadWrite(room) => ("read and write (joining as a member announces you)", room),
                 Access::Open => unreachable!("open access is always granted"),
             };
             return cx.error(ErrorCode::Forbidden, format!("your token does not grant {verb} access to room {room:?}"));
         }
-        if let (Access::Write(_), Some(limiter)) = (access, &self.limiter) {
-            match limiter.admit(connection, self.clock.now_ms()).await {
+        if let (true, Some(limiter)) = (access.writes(), &self.limiter) {
+            match limiter.admit(Bucket::of(caller, connection), self.clock.now_ms()).await {
                 Ok(Admission::Admitted(())) => {}
                 Ok(Admission::Refused { retry_after_ms }) => {
-                    let mut refusal = cx.error(
-                        ErrorCode::RateLimited,
-                        format!("too many writes from this connection; retry after {retry_after_ms} ms"),
-                    );
+                    let mut refusal =
+                        cx.error(ErrorCode::RateLimited, format!("too many writes; retry after {retry_after_ms} ms"));
                     if let ServerFrame::Error { retry_after_ms: wait, .. } = &mut refusal {
                         *wait = Some(retry_after_ms);
                     }

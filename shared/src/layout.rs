@@ -13,6 +13,7 @@
 //! ROOM#<room>        STOCK#<sku>           level, version
 //! CONN#<connection>  META                  connected_at, expires_at, tat?   tat: its write bucket
 //! CONN#<connection>  SUB#<room>            expires_at, user?     what to clean up on disconnect
+//! USER#<user>        BUCKET                tat, expires_at       a token user's write bucket
 //! ```
 //!
 //! History and edit keys carry the name's length (`<n>` bytes) before it, so that one name's
@@ -154,6 +155,11 @@ pub fn seq_of(item: &Item) -> Result<u64, StoreError> {
 
 /// The connection's write bucket (see [`crate::limits`]): its theoretical arrival time, in µs.
 pub const BUCKET_ATTRIBUTE: &str = "tat";
+
+/// A token user's write bucket: every connection of the user takes from it.
+pub fn user_bucket_key(user: &str) -> Key {
+    Key::new(format!("USER#{user}"), "BUCKET")
+}
 
 pub fn connection_key(connection: &str) -> Key {
     Key::new(connection_pk(connection), META)

@@ -1,4 +1,6 @@
-//! Write limits per connection: a token bucket, so one client cannot flood a room or the store.
+//! Write limits: a token bucket per user (every connection of a token's `sub` shares one, so
+//! opening more connections or reconnecting buys nothing), or per connection for the anonymous
+//! callers of an open runner; one client cannot flood a room or the store.
 //!
 //! The bucket is GCRA (the generic cell rate algorithm, as `governor` and most rate limiters
 //! use): one number per connection, its *theoretical arrival time* (TAT). A write at `now` is
@@ -8,15 +10,17 @@
 //!
 //! Where the TAT lives is the host's choice, the decision is the same:
 //!
-//! * [`StoreLimiter`] keeps it in the connection's `META` item and moves it with a conditional
-//!   write, so the bucket holds across every Lambda instance that serves the connection (API
-//!   Gateway may run two frames of one connection on two instances at once). Cost: one
-//!   consistent read and one conditional write per write request.
-//! * [`MemoryLimiter`] keeps it in memory: right for a host that serves each connection from one
-//!   process, as the runner does (a connection lives on one socket), with no store round trip.
+//! * [`StoreLimiter`] keeps it in an item (the user's `USER#<sub>/BUCKET`, or the connection's
+//!   `META`) and moves it with a conditional write, so the bucket holds across every Lambda
+//!   instance (API Gateway may run two frames of one connection, or two connections of one
+//!   user, on two instances at once). Cost: one consistent read and one conditional write per
+//!   write request.
+//! * [`MemoryLimiter`] keeps it in memory: right for a host that serves all of a user's
+//!   connections from one process, as the runner does, with no store round trip.
 
+use crate::access::Caller;
 use crate::layout;
-use crate::store::{Attr, Condition, Store, StoreError, TTL_ATTRIBUTE, Update, Write};
+use crate::store::{Attr, Condition, Key, Store, StoreError, TTL_ATTRIBUTE, Update, Write};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,16 +68,54 @@ pub enum Admission<T = ()> {
     },
 }
 
-/// Admits or refuses one connection's writes.
+/// Whose writes one bucket limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket<'a> {
+    /// A token's user, across all its connections.
+    User(&'a str),
+    /// One connection of an anonymous caller.
+    Connection(&'a str),
+}
+
+impl<'a> Bucket<'a> {
+    pub fn of(caller: &'a Caller, connection: &'a str) -> Self {
+        match &caller.user {
+            Some(user) => Bucket::User(user),
+            None => Bucket::Connection(connection),
+        }
+    }
+
+    /// Where a store keeps it.
+    fn key(&self) -> Key {
+        match self {
+            Bucket::User(user) => layout::user_bucket_key(user),
+            Bucket::Connection(connection) => layout::connection_key(connection),
+        }
+    }
+
+    /// Its name in memory.
+    fn name(&self) -> String {
+        match self {
+            Bucket::User(user) => format!("u:{user}"),
+            Bucket::Connection(connection) => format!("c:{connection}"),
+        }
+    }
+}
+
+/// Admits or refuses writes, by bucket.
 #[async_trait]
 pub trait WriteLimiter: Send + Sync {
-    async fn admit(&self, connection: &str, now_ms: u64) -> Result<Admission, StoreError>;
+    async fn admit(&self, bucket: Bucket<'_>, now_ms: u64) -> Result<Admission, StoreError>;
 
     /// The connection is gone: its bucket can go too.
     fn forget(&self, _connection: &str) {}
 }
 
-/// The bucket in memory, for a host that serves each connection from one process.
+/// Buckets kept in memory before full ones (those whose TAT has passed: a new bucket would be
+/// the same) are swept.
+const SWEEP_AT: usize = 10_000;
+
+/// The buckets in memory, for a host that serves all of a user's connections from one process.
 pub struct MemoryLimiter {
     rate: WriteRate,
     tats: Mutex<HashMap<String, u64>>,
@@ -87,10 +129,14 @@ impl MemoryLimiter {
 
 #[async_trait]
 impl WriteLimiter for MemoryLimiter {
-    async fn admit(&self, connection: &str, now_ms: u64) -> Result<Admission, StoreError> {
+    async fn admit(&self, bucket: Bucket<'_>, now_ms: u64) -> Result<Admission, StoreError> {
+        let now_us = now_ms * 1000;
         let mut tats = self.tats.lock().expect("limiter lock");
-        let tat = tats.entry(connection.to_owned()).or_default();
-        Ok(match self.rate.decide(*tat, now_ms * 1000) {
+        if tats.len() >= SWEEP_AT {
+            tats.retain(|_, tat| *tat > now_us);
+        }
+        let tat = tats.entry(bucket.name()).or_default();
+        Ok(match self.rate.decide(*tat, now_us) {
             Admission::Admitted(next) => {
                 *tat = next;
                 Admission::Admitted(())
@@ -100,13 +146,12 @@ impl WriteLimiter for MemoryLimiter {
     }
 
     fn forget(&self, connection: &str) {
-        self.tats.lock().expect("limiter lock").remove(connection);
+        self.tats.lock().expect("limiter lock").remove(&Bucket::Connection(connection).name());
     }
 }
 
-/// The bucket in the connection's `META` item (attribute `tat`, microseconds), moved by a write
-/// conditional on the value read: concurrent requests of one connection each take their own
-/// token, however many hosts serve them.
+/// The bucket in an item (attribute `tat`, microseconds), moved by a write conditional on the
+/// value read: concurrent requests each take their own token, however many hosts serve them.
 pub struct StoreLimiter<S: ?Sized> {
     rate: WriteRate,
     store: std::sync::Arc<S>,
@@ -123,8 +168,8 @@ const MAX_RACES: usize = 16;
 
 #[async_trait]
 impl<S: Store + ?Sized> WriteLimiter for StoreLimiter<S> {
-    async fn admit(&self, connection: &str, now_ms: u64) -> Result<Admission, StoreError> {
-        let key = layout::connection_key(connection);
+    async fn admit(&self, bucket: Bucket<'_>, now_ms: u64) -> Result<Admission, StoreError> {
+        let key = bucket.key();
         for _ in 0..MAX_RACES {
             let item = self.store.get(&key).await?;
             let read = item.as_ref().and_then(|item| item.number(layout::BUCKET_ATTRIBUTE));
@@ -138,8 +183,8 @@ impl<S: Store + ?Sized> WriteLimiter for StoreLimiter<S> {
                 (Some(tat), _) => Condition::Equals { attr: layout::BUCKET_ATTRIBUTE.to_owned(), value: Attr::N(tat) },
                 // The connection's first write: a concurrent first write finds the bucket there.
                 (None, Some(_)) => Condition::Lacks { attr: layout::BUCKET_ATTRIBUTE.to_owned() },
-                // No item (a `$connect` not yet written, or expired): create it, expiring as a
-                // connection's items do.
+                // No item (a user's first write, a `$connect` not yet written, or expired):
+                // create it, expiring as a connection's items do.
                 (None, None) => {
                     update = update.set(TTL_ATTRIBUTE, Attr::N(layout::connection_expiry(now_ms)));
                     Condition::NotExists
@@ -198,13 +243,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_memory_limiter_keeps_one_bucket_per_connection() {
+    async fn the_memory_limiter_keeps_one_bucket_per_user_or_anonymous_connection() {
         let limiter = MemoryLimiter::new(WriteRate { per_second: 1.0, burst: 2 });
-        assert_eq!(limiter.admit("a", 1000).await.unwrap(), Admission::Admitted(()));
-        assert_eq!(limiter.admit("a", 1000).await.unwrap(), Admission::Admitted(()));
-        assert_eq!(limiter.admit("a", 1000).await.unwrap(), Admission::Refused { retry_after_ms: 1000 });
-        assert_eq!(limiter.admit("b", 1000).await.unwrap(), Admission::Admitted(()), "another client is unaffected");
+        let a = Bucket::Connection("a");
+        assert_eq!(limiter.admit(a, 1000).await.unwrap(), Admission::Admitted(()));
+        assert_eq!(limiter.admit(a, 1000).await.unwrap(), Admission::Admitted(()));
+        assert_eq!(limiter.admit(a, 1000).await.unwrap(), Admission::Refused { retry_after_ms: 1000 });
+        let b = Bucket::Connection("b");
+        assert_eq!(limiter.admit(b, 1000).await.unwrap(), Admission::Admitted(()), "another client is unaffected");
         limiter.forget("a");
-        assert_eq!(limiter.admit("a", 1000).await.unwrap(), Admission::Admitted(()));
+        assert_eq!(limiter.admit(a, 1000).await.unwrap(), Admission::Admitted(()));
+        // A user's connections share its bucket: a second connection (or a reconnect) buys nothing.
+        let ann = Caller::user("ann", "c1", crate::access::Grants::all());
+        let also_ann = Caller::user("ann", "c2", crate::access::Grants::all());
+        assert_eq!(limiter.admit(Bucket::of(&ann, "c1"), 1000).await.unwrap(), Admission::Admitted(()));
+        assert_eq!(limiter.admit(Bucket::of(&also_ann, "c2"), 1000).await.unwrap(), Admission::Admitted(()));
+        assert!(matches!(limiter.admit(Bucket::of(&also_ann, "c3"), 1000).await.unwrap(), Admission::Refused { .. }));
     }
 }

@@ -244,6 +244,7 @@ impl Authorizer {
             })?;
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         match &self.audience {
             Some(audience) => {
@@ -370,6 +371,13 @@ mod tests {
         assert!(refused(authorizer.authorize(Some(&expired), None, "c")).contains("ExpiredSignature"));
         let within_leeway = mint(SECRET, &claims(now() - 5)).unwrap();
         assert!(authorizer.authorize(Some(&within_leeway), None, "c").is_ok());
+        let key = EncodingKey::from_secret(SECRET).unwrap();
+        let early = serde_json::json!({"sub": "ann", "exp": now() + 7200, "nbf": now() + 3600});
+        let early = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &early, &key).unwrap();
+        assert!(
+            refused(authorizer.authorize(Some(&early), None, "c")).contains("ImmatureSignature"),
+            "not before its nbf"
+        );
         assert!(refused(authorizer.authorize(Some("not.a.token"), None, "c")).contains("malformed"));
     }
 

@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Run the local runner (what `livesync` alone does).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Mint an HS256 token for a runner started with the same --auth-secret.
     Token(TokenArgs),
 }

@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Token(args)) => {
             args.mint(SystemClock.now_ms() / 1000).map(|token| println!("{token}")).map_err(Into::into)
         }

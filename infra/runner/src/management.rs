@@ -111,6 +111,9 @@ fn verify(
     if key_id != credentials.access_key_id() {
         return Err("unknown access key id");
     }
+    if service != "execute-api" {
+        return Err("not signed for execute-api (the connection management API's service)");
+    }
     let date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).ok_or("missing X-Amz-Date")?;
     let signed_at = parse_amz_date(date).map_err(|()| "malformed X-Amz-Date")?;
     let signed_at = SystemTime::try_from(signed_at).map_err(|_| "malformed X-Amz-Date")?;
@@ -118,8 +121,14 @@ fn verify(
     if skew > CLOCK_SKEW {
         return Err("the signature is more than 5 minutes from now");
     }
+    // The signer always signs these; a request that claims to have signed fewer is not the
+    // SDK's, and was perhaps altered.
+    let names: Vec<&str> = signed_headers.split(';').collect();
+    if !names.contains(&"host") || !names.contains(&"x-amz-date") {
+        return Err("the signature must cover the host and x-amz-date headers");
+    }
     let mut signed = Vec::new();
-    for name in signed_headers.split(';') {
+    for name in names {
         let value = headers.get(name).and_then(|v| v.to_str().ok()).ok_or("a signed header is missing")?;
         signed.push((name, value));
     }
@@ -181,13 +190,22 @@ fn iso8601(epoch_ms: i64) -> String {
     DateTime::from_millis(epoch_ms).fmt(Format::DateTime).unwrap_or_default()
 }
 
-/// The `{connectionId}` of either path form.
-fn connection_of(path: Vec<String>) -> String {
-    path.into_iter().last().unwrap_or_default()
+/// The `{connectionId}` of either path form; `None` for a stage that is not this runner's.
+fn connection_of(app: &App, path: Vec<String>) -> Option<String> {
+    match <[String; 2]>::try_from(path) {
+        Ok([stage, connection]) => (stage == app.stage.stage).then_some(connection),
+        Err(path) => path.into_iter().next(),
+    }
+}
+
+fn no_such_stage() -> Response {
+    error(StatusCode::NOT_FOUND, "NotFoundException", "no such stage")
 }
 
 async fn post(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>, body: Bytes) -> Response {
-    let connection = connection_of(path);
+    let Some(connection) = connection_of(&app, path) else {
+        return no_such_stage();
+    };
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "BadRequestException", "the local runner posts UTF-8 text only");
     };
@@ -198,7 +216,9 @@ async fn post(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>, body: 
 }
 
 async fn get(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>) -> Response {
-    let connection = connection_of(path);
+    let Some(connection) = connection_of(&app, path) else {
+        return no_such_stage();
+    };
     match app.connections.info(&connection) {
         Some(info) => Json(serde_json::json!({
             "connectedAt": iso8601(info.connected_at_ms),
@@ -211,7 +231,9 @@ async fn get(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>) -> Resp
 }
 
 async fn delete(State(app): State<Arc<App>>, Path(path): Path<Vec<String>>) -> Response {
-    let connection = connection_of(path);
+    let Some(connection) = connection_of(&app, path) else {
+        return no_such_stage();
+    };
     if app.connections.close(&connection) { StatusCode::NO_CONTENT.into_response() } else { gone(&connection) }
 }
 

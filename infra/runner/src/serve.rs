@@ -3,8 +3,10 @@
 //!
 //! * A client must send its upgrade request within the handshake timeout, or its socket is
 //!   closed: half-sent requests cannot pin file descriptors.
-//! * One IP address may have only so many sockets in their handshake at once, and the runner
-//!   only so many connections in all: one client cannot take every descriptor.
+//! * One IP address may have only so many sockets in their handshake at once (a new one evicts
+//!   its oldest: a stalled socket cannot lock the address's later clients out, and a real
+//!   handshake takes a millisecond), and the runner only so many connections in all: one
+//!   client cannot take every descriptor.
 //! * Accepted sockets write small frames at once (`TCP_NODELAY`): a reply followed by a push must
 //!   not wait for the peer's delayed ACK.
 
@@ -14,12 +16,12 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tower_service::Service;
 
 /// Who is let in.
@@ -30,7 +32,15 @@ pub struct Admission {
     open: Option<Arc<Connections>>,
     max_connections: usize,
     max_handshakes_per_ip: usize,
-    handshaking: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    handshaking: Arc<Mutex<Handshaking>>,
+}
+
+/// The sockets in their handshake, oldest first per address.
+#[derive(Default)]
+struct Handshaking {
+    by_ip: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
+    pending: usize,
+    next: u64,
 }
 
 impl Admission {
@@ -55,33 +65,49 @@ impl Admission {
         }
     }
 
-    /// A place in the handshake, or `None` when the caps are reached.
+    /// A place in the handshake, or `None` when the runner is full. An address at its cap of
+    /// handshakes gets one by evicting its oldest.
     fn admit(&self, ip: IpAddr) -> Option<Handshake> {
         let mut handshaking = self.handshaking.lock().expect("admission lock");
-        let pending: usize = handshaking.values().sum();
         let upgraded = self.open.as_ref().map_or(0, |open| open.len());
-        let from_ip = handshaking.entry(ip).or_default();
-        if *from_ip >= self.max_handshakes_per_ip || pending + upgraded >= self.max_connections {
+        let Handshaking { by_ip, pending, next } = &mut *handshaking;
+        let from_ip = by_ip.entry(ip).or_default();
+        if from_ip.len() >= self.max_handshakes_per_ip {
+            if let Some((_, evicted)) = from_ip.pop_front() {
+                *pending -= 1;
+                evicted.notify_one();
+            }
+        } else if *pending + upgraded >= self.max_connections {
             return None;
         }
-        *from_ip += 1;
-        Some(Handshake { ip, handshaking: self.handshaking.clone() })
+        *next += 1;
+        let evicted = Arc::new(Notify::new());
+        from_ip.push_back((*next, evicted.clone()));
+        *pending += 1;
+        Some(Handshake { ip, id: *next, evicted, handshaking: self.handshaking.clone() })
     }
 }
 
 /// A socket's place among those in their handshake; released when its first request arrives.
 struct Handshake {
     ip: IpAddr,
-    handshaking: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    id: u64,
+    /// Notified when a newer handshake from the same address took this one's place.
+    evicted: Arc<Notify>,
+    handshaking: Arc<Mutex<Handshaking>>,
 }
 
 impl Drop for Handshake {
     fn drop(&mut self) {
         let mut handshaking = self.handshaking.lock().expect("admission lock");
-        if let Some(count) = handshaking.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                handshaking.remove(&self.ip);
+        let Handshaking { by_ip, pending, .. } = &mut *handshaking;
+        if let Some(from_ip) = by_ip.get_mut(&self.ip) {
+            if let Some(at) = from_ip.iter().position(|(id, _)| *id == self.id) {
+                from_ip.remove(at);
+                *pending -= 1;
+            }
+            if from_ip.is_empty() {
+                by_ip.remove(&self.ip);
             }
         }
     }
@@ -124,7 +150,9 @@ async fn serving_until(serving: impl std::future::Future<Output = ()>, mut stopp
 
 async fn serve_one(stream: TcpStream, remote: SocketAddr, router: Router, handshake: Handshake, timeout: Duration) {
     let _ = stream.set_nodelay(true);
-    let handshake = Mutex::new(Some(handshake));
+    let evicted = handshake.evicted.clone();
+    let handshake = Arc::new(Mutex::new(Some(handshake)));
+    let in_handshake = handshake.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         // The request is in: this socket is no longer in its handshake.
         drop(handshake.lock().expect("handshake lock").take());
@@ -137,7 +165,20 @@ async fn serve_one(stream: TcpStream, remote: SocketAddr, router: Router, handsh
         .header_read_timeout(timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    if let Err(error) = connection.await {
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        // Evicted: a newer socket from the same address needed the place. Only a socket still
+        // in its handshake is ever notified (the place is released with the first request).
+        () = evicted.notified() => {
+            if in_handshake.lock().expect("handshake lock").is_some() {
+                tracing::info!(%remote, "handshake evicted by a newer one from the same address");
+                return;
+            }
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
         tracing::debug!(%remote, %error, "HTTP connection ended");
     }
 }

@@ -64,7 +64,7 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
     let ending = tokio::select! {
         ending = write_frames(&app, &mut sink, &mut outbox, &queue, &too_slow, &last_data_ms) => ending,
         ending = read_frames(&app, stream, &peer, (&replies, &queue), &last_active_ms, &last_data_ms) => ending,
-        () = idle(&app, &last_data_ms) => Ending::by_server(close_code::AWAY, "Idle timeout: send a ping at least every 5 minutes"),
+        () = idle(&app, &last_data_ms) => Ending::by_server(close_code::AWAY, "Idle timeout: send a ping message more often"),
         // DeleteConnection through the management API.
         () = close.notified() => Ending::by_server(close_code::NORMAL, "Connection deleted"),
         // API Gateway closes every connection after 2 hours; the connection's items expire
@@ -151,6 +151,10 @@ fn read_failed(peer: &Peer, error: axum::Error) -> Ending {
         Some(Error::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
             tracing::info!(connection = peer.connection_id, size, max_size, "frame over the read limit");
             Ending::by_server(close_code::SIZE, "Message too big")
+        }
+        Some(Error::Protocol(violation)) => {
+            tracing::info!(connection = peer.connection_id, %violation, "WebSocket protocol violation");
+            Ending::by_server(close_code::PROTOCOL, "Protocol error")
         }
         Some(Error::Utf8(_)) => {
             tracing::info!(connection = peer.connection_id, "text frame that is not UTF-8");

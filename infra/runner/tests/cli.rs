@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{call, start};
+use common::{call, signal, start, wait_for_exit};
 use serde_json::json;
 use std::process::Command;
 
@@ -24,7 +24,7 @@ async fn a_minted_token_opens_a_runner_with_the_same_secret_for_its_rooms_only()
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
 
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = start(&["--data-dir", dir.path().to_str().unwrap()], &[("LIVESYNC_AUTH_SECRET", SECRET)]);
+    let (child, url) = start(&["--data-dir", dir.path().to_str().unwrap()], &[("LIVESYNC_AUTH_SECRET", SECRET)]);
     let refused = tokio_tungstenite::connect_async(&url).await.unwrap_err();
     assert!(refused.to_string().contains("401"), "{refused}");
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{url}/?token={token}")).await.unwrap();
@@ -32,8 +32,8 @@ async fn a_minted_token_opens_a_runner_with_the_same_secret_for_its_rooms_only()
     assert_eq!(ack["type"], "ack", "{ack}");
     let forbidden = call(&mut socket, json!({"action": "publish", "room": "doc-1", "data": 1, "ref": 2})).await;
     assert_eq!(forbidden["code"], "forbidden", "{forbidden}");
-    child.kill().unwrap();
-    let _ = child.wait();
+    signal(&child, "TERM");
+    assert!(wait_for_exit(child).success());
 }
 
 #[test]

@@ -30,8 +30,12 @@ impl Action for Join {
         }
     }
 
+    /// A silent subscriber only reads; a member's `joined` event is a write into the room.
     fn access(&self) -> Access<'_> {
-        Access::Read(&self.room)
+        match self.user {
+            Some(_) => Access::ReadWrite(&self.room),
+            None => Access::Read(&self.room),
+        }
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {

@@ -64,7 +64,7 @@ macro_rules! store_conformance_tests {
             a_lacks_condition_holds_only_on_an_item_without_the_attribute,
             each_user_has_its_own_ids_and_a_changed_repeat_is_a_conflict,
             a_room_outside_the_grant_is_forbidden_and_nothing_is_stored,
-            concurrent_writes_of_one_connection_take_exactly_the_burst,
+            concurrent_writes_of_one_connection_or_user_take_exactly_the_burst,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
@@ -874,14 +874,20 @@ pub async fn a_room_outside_the_grant_is_forbidden_and_nothing_is_stored(store: 
         ask_as(&e, &reader, "c1", json!({"action": "doc.put", "room": "doc-1", "doc": "d", "base": 0, "value": 1}))
             .await;
     assert_eq!(put["type"], "doc", "{put}");
-    let impostor = ask_as(&e, &reader, "c1", json!({"action": "join", "room": "news", "user": "bob"})).await;
+    let impostor = ask_as(&e, &reader, "c1", json!({"action": "join", "room": "doc-1", "user": "bob"})).await;
     assert_eq!(impostor["code"], "forbidden", "a token for ann cannot be present as bob");
+    // Being present writes `joined`/`left` events into the room: a read grant is not enough.
+    let present = ask_as(&e, &reader, "c1", json!({"action": "join", "room": "news", "user": "ann"})).await;
+    assert_eq!(present["code"], "forbidden", "{present}");
+    assert!(room_log(&store, "news").await.is_empty());
+    let member = ask_as(&e, &reader, "c1", json!({"action": "join", "room": "doc-1", "user": "ann"})).await;
+    assert_eq!(member["type"], "joined", "{member}");
     let subscribers = store.query(crate::layout::subscribers_of("secret", 10)).await.unwrap();
     assert!(subscribers.items.is_empty(), "a refused join subscribes nothing");
 }
 
-pub async fn concurrent_writes_of_one_connection_take_exactly_the_burst(store: Arc<dyn Store>) {
-    use crate::limits::{Admission, StoreLimiter, WriteLimiter, WriteRate};
+pub async fn concurrent_writes_of_one_connection_or_user_take_exactly_the_burst(store: Arc<dyn Store>) {
+    use crate::limits::{Admission, Bucket, StoreLimiter, WriteLimiter, WriteRate};
     // A slow bucket (one write a minute) so no token comes back while the test runs.
     let rate = WriteRate { per_second: 1.0 / 60.0, burst: 4 };
     let limiters: Vec<Arc<StoreLimiter<dyn Store>>> =
@@ -892,7 +898,7 @@ pub async fn concurrent_writes_of_one_connection_take_exactly_the_burst(store: A
     // connection's frames on several Lambda instances).
     let attempts = (0..10).map(|n| {
         let limiter = limiters[n % 3].clone();
-        async move { limiter.admit("c1", now).await.unwrap() }
+        async move { limiter.admit(Bucket::Connection("c1"), now).await.unwrap() }
     });
     let outcomes = futures_util::future::join_all(attempts).await;
     let admitted = outcomes.iter().filter(|o| matches!(o, Admission::Admitted(()))).count();
@@ -902,5 +908,13 @@ pub async fn concurrent_writes_of_one_connection_take_exactly_the_burst(store: A
         assert!(*retry_after_ms > 0 && *retry_after_ms <= 60_000, "{outcome:?}");
     }
     // Another connection has its own bucket.
-    assert_eq!(limiters[0].admit("c2", now).await.unwrap(), Admission::Admitted(()));
+    assert_eq!(limiters[0].admit(Bucket::Connection("c2"), now).await.unwrap(), Admission::Admitted(()));
+    // A user's bucket is one item, whichever connections and hosts write: no item exists at
+    // first, and racing first writes still take exactly the burst.
+    let attempts = (0..8).map(|n| {
+        let limiter = limiters[n % 3].clone();
+        async move { limiter.admit(Bucket::User("ann"), now).await.unwrap() }
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Admission::Admitted(()))).count(), 4, "{outcomes:?}");
 }
