@@ -45,33 +45,12 @@ async fn a_batch_reaches_every_subscriber_and_a_gone_connection_is_forgotten() {
     let engine = Engine::new(store.clone(), Arc::new(SystemClock));
     for connection in ["alive", "gone", "flaky"] {
         engine.connect(connection).await.unwrap();
-        engine
-            .handle(
-                &livesync_core::access::Caller::anonymous(connection),
-                connection,
-                "j",
-                r#"{"action":"join","room":"r"}"#,
-            )
-            .await;
-        engine
-            .handle(
-                &livesync_core::access::Caller::anonymous(connection),
-                connection,
-                "j2",
-                r#"{"action":"join","room":"other"}"#,
-            )
-            .await;
+        ask(&engine, connection, "j", r#"{"action":"join","room":"r"}"#).await;
+        ask(&engine, connection, "j2", r#"{"action":"join","room":"other"}"#).await;
     }
     let mut feed = store.change_feed().await.unwrap();
     for n in 1..=3 {
-        engine
-            .handle(
-                &livesync_core::access::Caller::anonymous("alive"),
-                "alive",
-                &format!("p{n}"),
-                &format!(r#"{{"action":"publish","room":"r","data":{n}}}"#),
-            )
-            .await;
+        ask(&engine, "alive", &format!("p{n}"), &format!(r#"{{"action":"publish","room":"r","data":{n}}}"#)).await;
     }
     let mut changes = Vec::new();
     while changes.len() < 3 {
@@ -110,24 +89,10 @@ async fn a_room_with_more_subscribers_than_one_page_reaches_them_all() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), Options::default()).unwrap());
     let engine = Engine::new(store.clone(), Arc::new(SystemClock));
     for n in 0..2500 {
-        engine
-            .handle(
-                &livesync_core::access::Caller::anonymous(&format!("c{n:04}")),
-                &format!("c{n:04}"),
-                "j",
-                r#"{"action":"join","room":"crowd"}"#,
-            )
-            .await;
+        ask(&engine, &format!("c{n:04}"), "j", r#"{"action":"join","room":"crowd"}"#).await;
     }
     let mut feed = store.change_feed().await.unwrap();
-    engine
-        .handle(
-            &livesync_core::access::Caller::anonymous("c0000"),
-            "c0000",
-            "p",
-            r#"{"action":"publish","room":"crowd","data":"hi"}"#,
-        )
-        .await;
+    ask(&engine, "c0000", "p", r#"{"action":"publish","room":"crowd","data":"hi"}"#).await;
     let changes = next_batch(&mut feed).await;
     let poster = Arc::new(Recording::default());
 
@@ -135,4 +100,9 @@ async fn a_room_with_more_subscribers_than_one_page_reaches_them_all() {
 
     assert_eq!(report.deliveries, 2500);
     assert_eq!(poster.frames.lock().unwrap().len(), 2500);
+}
+
+/// One request from an anonymous client of an open host.
+async fn ask(engine: &Engine, connection: &str, request_id: &str, body: &str) -> livesync_core::protocol::ServerFrame {
+    engine.handle(&livesync_core::access::Caller::anonymous(connection), connection, request_id, body).await
 }
