@@ -313,6 +313,47 @@ async fn a_frame_that_breaks_the_websocket_protocol_is_closed_with_1002() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_close_is_answered_and_an_invalid_close_code_is_a_protocol_error() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let local = Local::start().await;
+    for (sent, answered) in
+        [(CloseCode::Library(4000), CloseCode::Library(4000)), (CloseCode::Bad(999), CloseCode::Protocol)]
+    {
+        let mut client = local.client().await;
+        client.send_message(Message::Close(Some(CloseFrame { code: sent, reason: "bye".into() }))).await;
+        assert_eq!(client.closed().await, Some(answered), "after a close with {sent}");
+    }
+    local.wait_for_open_connections(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_answered_without_an_upgrade_are_closed_not_kept() {
+    let local = Local::start().await;
+    for addr in [local.http_url(), local.management_url()] {
+        let addr = addr.trim_start_matches("http://").to_owned();
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        socket.write_all(format!("GET /x HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        // The whole response, then the end of the stream: no keep-alive for a socket to linger on.
+        tokio::time::timeout(PATIENCE, socket.read_to_end(&mut response)).await.unwrap().unwrap();
+        assert!(response.starts_with(b"HTTP/1.1 4"), "{}", String::from_utf8_lossy(&response));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_management_request_is_refused_before_its_body_is_read() {
+    let local = Local::start().await;
+    let addr = local.management_url().trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Announces 128 KB and sends none of it: the refusal comes anyway.
+    let head = format!("POST /@connections/x HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 131072\r\n\r\n");
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, socket.read_to_end(&mut response)).await.unwrap().unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 403"), "{}", String::from_utf8_lossy(&response));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_without_auth_refuses_to_listen_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = livesync_runner::Config::for_tests(dir.path());

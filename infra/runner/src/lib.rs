@@ -299,7 +299,7 @@ impl Runner {
         let management_task = tokio::spawn(serve::run(
             management_listener,
             management::router(app.clone(), credentials),
-            serve::Admission::unlimited(config.limits.handshake_timeout_secs),
+            serve::Admission::management(config.limits.handshake_timeout_secs),
             stopping.clone(),
         ));
         let router = Router::new().route("/", get(upgrade)).with_state(app.clone());

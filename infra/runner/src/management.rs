@@ -59,6 +59,8 @@ pub fn router(app: Arc<App>, credentials: Credentials) -> Router {
 }
 
 /// Passes on requests signed with the configured credentials; refuses the rest as AWS does.
+/// What can be checked without the body is checked first, so an unsigned request is refused
+/// before any of its body is read; the body must then arrive within the read timeout.
 async fn signed(credentials: Credentials, request: Request, next: Next) -> Response {
     let Some(credentials) = credentials.0 else {
         return forbidden(
@@ -66,12 +68,25 @@ async fn signed(credentials: Credentials, request: Request, next: Next) -> Respo
         );
     };
     let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_POST_BYTES).await else {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "the body is over 128 KB");
-    };
-    if let Err(reason) = verify(&credentials, &parts.method, &parts.uri, &parts.headers, &body, SystemTime::now()) {
+    let refused = |reason: &'static str| {
         tracing::warn!(method = %parts.method, uri = %parts.uri, reason, "management request refused");
-        return forbidden(reason);
+        forbidden(reason)
+    };
+    let authorization = match Authorization::read(&credentials, &parts.headers, SystemTime::now()) {
+        Ok(authorization) => authorization,
+        Err(reason) => return refused(reason),
+    };
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_POST_BYTES)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "the body is over 128 KB");
+        }
+        Err(_) => {
+            return error(StatusCode::REQUEST_TIMEOUT, "RequestTimeoutException", "the body did not arrive in time");
+        }
+    };
+    if let Err(reason) = authorization.verify(&credentials, &parts.method, &parts.uri, &parts.headers, &body) {
+        return refused(reason);
     }
     next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
 }
@@ -80,79 +95,104 @@ fn forbidden(reason: &str) -> Response {
     error(StatusCode::FORBIDDEN, "ForbiddenException", reason)
 }
 
-/// Checks a request's SigV4 signature: signs it again, with the headers it says it signed and
-/// the time it says it was signed at, and compares.
-fn verify(
-    credentials: &aws_credential_types::Credentials,
-    method: &Method,
-    uri: &axum::http::Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    now: SystemTime,
-) -> Result<(), &'static str> {
-    let authorization = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .ok_or("missing Authorization header: sign the request with SigV4")?;
-    let fields = authorization.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("not a SigV4 (AWS4-HMAC-SHA256) signature")?;
-    let field = |name: &str| {
-        fields.split(',').map(str::trim).find_map(|part| part.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-    };
-    let (Some(credential), Some(signed_headers), Some(signature)) =
-        (field("Credential"), field("SignedHeaders"), field("Signature"))
-    else {
-        return Err("malformed Authorization header");
-    };
-    // Credential=<key id>/<date>/<region>/<service>/aws4_request
-    let scope: Vec<&str> = credential.split('/').collect();
-    let [key_id, _date, region, service, "aws4_request"] = scope[..] else {
-        return Err("malformed credential scope");
-    };
-    if key_id != credentials.access_key_id() {
-        return Err("unknown access key id");
-    }
-    if service != "execute-api" {
-        return Err("not signed for execute-api (the connection management API's service)");
-    }
-    let date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).ok_or("missing X-Amz-Date")?;
-    let signed_at = parse_amz_date(date).map_err(|()| "malformed X-Amz-Date")?;
-    let signed_at = SystemTime::try_from(signed_at).map_err(|_| "malformed X-Amz-Date")?;
-    let skew = now.duration_since(signed_at).unwrap_or_else(|e| e.duration());
-    if skew > CLOCK_SKEW {
-        return Err("the signature is more than 5 minutes from now");
-    }
-    // The signer always signs these; a request that claims to have signed fewer is not the
-    // SDK's, and was perhaps altered.
-    let names: Vec<&str> = signed_headers.split(';').collect();
-    if !names.contains(&"host") || !names.contains(&"x-amz-date") {
-        return Err("the signature must cover the host and x-amz-date headers");
-    }
-    let mut signed = Vec::new();
-    for name in names {
-        let value = headers.get(name).and_then(|v| v.to_str().ok()).ok_or("a signed header is missing")?;
-        signed.push((name, value));
-    }
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    let full_uri = format!("http://{host}{path_and_query}");
-    let request = SignableRequest::new(method.as_str(), full_uri, signed.into_iter(), SignableBody::Bytes(body))
-        .map_err(|_| "the request cannot be signed")?;
-    let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(service)
-        .time(signed_at)
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|_| "the request cannot be signed")?
-        .into();
-    let expected = sign(request, &params).map_err(|_| "the request cannot be signed")?;
-    if !constant_time_eq(expected.signature().as_bytes(), signature.as_bytes()) {
-        return Err("the signature does not match: sign with the runner's credentials");
-    }
-    Ok(())
+/// How long a request's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A SigV4 `Authorization` header, checked as far as it can be without the body.
+struct Authorization<'h> {
+    region: &'h str,
+    signed_headers: Vec<&'h str>,
+    signature: &'h str,
+    signed_at: SystemTime,
 }
+
+impl<'h> Authorization<'h> {
+    fn read(
+        credentials: &aws_credential_types::Credentials,
+        headers: &'h HeaderMap,
+        now: SystemTime,
+    ) -> Result<Self, &'static str> {
+        let authorization = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("missing Authorization header: sign the request with SigV4")?;
+        let fields =
+            authorization.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("not a SigV4 (AWS4-HMAC-SHA256) signature")?;
+        let field = |name: &str| {
+            fields.split(',').map(str::trim).find_map(|part| part.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        };
+        let (Some(credential), Some(signed_headers), Some(signature)) =
+            (field("Credential"), field("SignedHeaders"), field("Signature"))
+        else {
+            return Err("malformed Authorization header");
+        };
+        // Credential=<key id>/<date>/<region>/<service>/aws4_request
+        let scope: Vec<&str> = credential.split('/').collect();
+        let [key_id, _date, region, service, "aws4_request"] = scope[..] else {
+            return Err("malformed credential scope");
+        };
+        if key_id != credentials.access_key_id() {
+            return Err("unknown access key id");
+        }
+        if service != SERVICE {
+            return Err("not signed for execute-api (the connection management API's service)");
+        }
+        let date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).ok_or("missing X-Amz-Date")?;
+        let signed_at = parse_amz_date(date).map_err(|()| "malformed X-Amz-Date")?;
+        let signed_at = SystemTime::try_from(signed_at).map_err(|_| "malformed X-Amz-Date")?;
+        let skew = now.duration_since(signed_at).unwrap_or_else(|e| e.duration());
+        if skew > CLOCK_SKEW {
+            return Err("the signature is more than 5 minutes from now");
+        }
+        // The signer always signs these; a request that claims to have signed fewer is not the
+        // SDK's, and was perhaps altered.
+        let signed_headers: Vec<&str> = signed_headers.split(';').collect();
+        if !signed_headers.contains(&"host") || !signed_headers.contains(&"x-amz-date") {
+            return Err("the signature must cover the host and x-amz-date headers");
+        }
+        Ok(Authorization { region, signed_headers, signature, signed_at })
+    }
+
+    /// Signs the request again, with the headers it says it signed and the time it says it was
+    /// signed at, and compares.
+    fn verify(
+        &self,
+        credentials: &aws_credential_types::Credentials,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), &'static str> {
+        let mut signed = Vec::new();
+        for name in &self.signed_headers {
+            let value = headers.get(*name).and_then(|v| v.to_str().ok()).ok_or("a signed header is missing")?;
+            signed.push((*name, value));
+        }
+        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+        let full_uri = format!("http://{host}{path_and_query}");
+        let request = SignableRequest::new(method.as_str(), full_uri, signed.into_iter(), SignableBody::Bytes(body))
+            .map_err(|_| "the request cannot be signed")?;
+        let identity = credentials.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(self.region)
+            .name(SERVICE)
+            .time(self.signed_at)
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|_| "the request cannot be signed")?
+            .into();
+        let expected = sign(request, &params).map_err(|_| "the request cannot be signed")?;
+        if !constant_time_eq(expected.signature().as_bytes(), self.signature.as_bytes()) {
+            return Err("the signature does not match: sign with the runner's credentials");
+        }
+        Ok(())
+    }
+}
+
+/// The service the connection management API is signed for.
+const SERVICE: &str = "execute-api";
 
 /// `20261202T051500Z`, the form SigV4 dates take.
 fn parse_amz_date(date: &str) -> Result<DateTime, ()> {
@@ -252,14 +292,25 @@ mod tests {
     #[test]
     fn an_unsigned_or_mis_signed_request_is_refused_with_the_reason() {
         let credentials = aws_credential_types::Credentials::new("AKID", "secret", None, None, "test");
-        let uri: axum::http::Uri = "/@connections/abc".parse().unwrap();
         let mut headers = HeaderMap::new();
         let now = SystemTime::now();
-        assert_eq!(
-            verify(&credentials, &Method::POST, &uri, &headers, b"", now),
-            Err("missing Authorization header: sign the request with SigV4")
-        );
+        let read = |headers: &HeaderMap| Authorization::read(&credentials, headers, now).err();
+        assert_eq!(read(&headers), Some("missing Authorization header: sign the request with SigV4"));
         headers.insert("authorization", "AWS4-HMAC-SHA256 Credential=OTHER/20261202/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=00".parse().unwrap());
-        assert_eq!(verify(&credentials, &Method::POST, &uri, &headers, b"", now), Err("unknown access key id"));
+        assert_eq!(read(&headers), Some("unknown access key id"));
+        headers.insert("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20261202/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=00".parse().unwrap());
+        assert_eq!(read(&headers), Some("not signed for execute-api (the connection management API's service)"));
+        headers.insert("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20261202/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=00".parse().unwrap());
+        headers.insert("x-amz-date", "20261202T051500Z".parse().unwrap());
+        let in_time = SystemTime::try_from(parse_amz_date("20261202T051600Z").unwrap()).unwrap();
+        assert_eq!(
+            Authorization::read(&credentials, &headers, in_time).err(),
+            Some("the signature must cover the host and x-amz-date headers")
+        );
+        let late = SystemTime::try_from(parse_amz_date("20261202T052100Z").unwrap()).unwrap();
+        assert_eq!(
+            Authorization::read(&credentials, &headers, late).err(),
+            Some("the signature is more than 5 minutes from now")
+        );
     }
 }

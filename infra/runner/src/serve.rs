@@ -7,6 +7,9 @@
 //!   its oldest: a stalled socket cannot lock the address's later clients out, and a real
 //!   handshake takes a millisecond), and the runner only so many connections in all: one
 //!   client cannot take every descriptor.
+//! * Every socket counts against the connection cap from accept until it closes (an upgraded
+//!   socket is counted by the live connections instead), and a socket answered without an
+//!   upgrade (a 401, a 404) is closed (`Connection: close`), so it cannot linger on keep-alive.
 //! * Accepted sockets write small frames at once (`TCP_NODELAY`): a reply followed by a push must
 //!   not wait for the peer's delayed ACK.
 
@@ -18,6 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -33,6 +37,8 @@ pub struct Admission {
     max_connections: usize,
     max_handshakes_per_ip: usize,
     handshaking: Arc<Mutex<Handshaking>>,
+    /// Sockets between accept and close (or hand-off to the WebSocket).
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// The sockets in their handshake, oldest first per address.
@@ -51,40 +57,56 @@ impl Admission {
             max_connections: limits.max_connections,
             max_handshakes_per_ip: limits.max_handshakes_per_ip,
             handshaking: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
-    /// Only the handshake timeout (the management API: loopback, signed requests).
-    pub fn unlimited(handshake_timeout_secs: u64) -> Self {
+    /// The management API's: few sockets at a time (it serves the fanout and backends, one
+    /// signed request per socket), none evicted.
+    pub fn management(handshake_timeout_secs: u64) -> Self {
+        const MANAGEMENT_SOCKETS: usize = 128;
         Admission {
             handshake_timeout: Duration::from_secs(handshake_timeout_secs),
             open: None,
-            max_connections: usize::MAX,
-            max_handshakes_per_ip: usize::MAX,
+            max_connections: MANAGEMENT_SOCKETS,
+            max_handshakes_per_ip: MANAGEMENT_SOCKETS,
             handshaking: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
     /// A place in the handshake, or `None` when the runner is full. An address at its cap of
     /// handshakes gets one by evicting its oldest.
-    fn admit(&self, ip: IpAddr) -> Option<Handshake> {
+    fn admit(&self, ip: IpAddr) -> Option<(Handshake, InFlight)> {
         let mut handshaking = self.handshaking.lock().expect("admission lock");
         let upgraded = self.open.as_ref().map_or(0, |open| open.len());
         let Handshaking { by_ip, pending, next } = &mut *handshaking;
         let from_ip = by_ip.entry(ip).or_default();
-        if from_ip.len() >= self.max_handshakes_per_ip {
-            if let Some((_, evicted)) = from_ip.pop_front() {
-                *pending -= 1;
-                evicted.notify_one();
-            }
-        } else if *pending + upgraded >= self.max_connections {
+        if self.in_flight.load(Ordering::Relaxed) + upgraded >= self.max_connections {
             return None;
+        }
+        if from_ip.len() >= self.max_handshakes_per_ip
+            && let Some((_, evicted)) = from_ip.pop_front()
+        {
+            *pending -= 1;
+            evicted.notify_one();
         }
         *next += 1;
         let evicted = Arc::new(Notify::new());
         from_ip.push_back((*next, evicted.clone()));
         *pending += 1;
-        Some(Handshake { ip, id: *next, evicted, handshaking: self.handshaking.clone() })
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(self.in_flight.clone());
+        Some((Handshake { ip, id: *next, evicted, handshaking: self.handshaking.clone() }, in_flight))
+    }
+}
+
+/// A socket counted against the cap until the HTTP connection ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -122,12 +144,13 @@ pub async fn run(listener: TcpListener, router: Router, admission: Admission, mu
         };
         match accepted {
             Ok((stream, remote)) => match admission.admit(remote.ip()) {
-                Some(handshake) => {
-                    let serving = serve_one(stream, remote, router.clone(), handshake, admission.handshake_timeout);
+                Some((handshake, in_flight)) => {
+                    let timeout = admission.handshake_timeout;
+                    let serving = serve_one(stream, remote, router.clone(), (handshake, in_flight), timeout);
                     let stopping = stopping.clone();
                     tokio::spawn(serving_until(serving, stopping));
                 }
-                None => tracing::warn!(%remote, "connection refused: too many connections or handshakes"),
+                None => tracing::debug!(%remote, "connection refused: the runner is at its connection cap"),
             },
             // Out of descriptors (EMFILE) or a connection reset while queued: wait a moment
             // rather than spin, then go on accepting.
@@ -148,7 +171,15 @@ async fn serving_until(serving: impl std::future::Future<Output = ()>, mut stopp
     }
 }
 
-async fn serve_one(stream: TcpStream, remote: SocketAddr, router: Router, handshake: Handshake, timeout: Duration) {
+/// Serves one socket. It is counted (`in_flight`) until this returns: the connection ended, or
+/// was handed to a WebSocket, which the live connections count from then on.
+async fn serve_one(
+    stream: TcpStream,
+    remote: SocketAddr,
+    router: Router,
+    (handshake, _in_flight): (Handshake, InFlight),
+    timeout: Duration,
+) {
     let _ = stream.set_nodelay(true);
     let evicted = handshake.evicted.clone();
     let handshake = Arc::new(Mutex::new(Some(handshake)));
@@ -158,7 +189,16 @@ async fn serve_one(stream: TcpStream, remote: SocketAddr, router: Router, handsh
         drop(handshake.lock().expect("handshake lock").take());
         request.extensions_mut().insert(ConnectInfo(remote));
         let mut router = router.clone();
-        async move { router.call(request.map(axum::body::Body::new)).await }
+        async move {
+            let mut response = router.call(request.map(axum::body::Body::new)).await?;
+            // One request per socket unless it upgrades: nothing lingers on keep-alive.
+            if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

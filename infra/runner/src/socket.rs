@@ -32,20 +32,28 @@ struct Ending {
     reason: &'static str,
     /// Whether to send a close frame: not when the client closed or vanished.
     tell_client: bool,
+    /// The client closed: flush the close frame the WebSocket layer queued in reply (the code
+    /// echoed, or 1002 for a code no peer may send), completing the closing handshake.
+    answer_close: bool,
 }
 
 impl Ending {
     fn by_server(code: u16, reason: &'static str) -> Self {
-        Ending { code, reason, tell_client: true }
+        Ending { code, reason, tell_client: true, answer_close: false }
     }
 
     fn by_client(code: u16, reason: &'static str) -> Self {
-        Ending { code, reason, tell_client: false }
+        Ending { code, reason, tell_client: false, answer_close: false }
+    }
+
+    /// The client sent a close frame.
+    fn client_closed(code: u16) -> Self {
+        Ending { code, reason: "Client closed", tell_client: false, answer_close: true }
     }
 
     /// Closed by the server in the middle of a write: no close frame can follow.
     fn abandoned(code: u16, reason: &'static str) -> Self {
-        Ending { code, reason, tell_client: false }
+        Ending { code, reason, tell_client: false, answer_close: false }
     }
 }
 
@@ -74,6 +82,8 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
     if ending.tell_client {
         let close = CloseFrame { code: ending.code, reason: Utf8Bytes::from_static(ending.reason) };
         let _ = sink.send(Message::Close(Some(close))).await;
+    } else if ending.answer_close {
+        let _ = sink.flush().await;
     }
     let event = app.stage.disconnect_event(&peer, ending.code, ending.reason, app.clock.now_ms() as i64);
     if let Err(error) = livesync_handlers::disconnect(&app.engine, event).await {
@@ -118,7 +128,9 @@ async fn read_frames(
                 use base64::Engine as _;
                 (base64::engine::general_purpose::STANDARD.encode(&bytes), true)
             }
-            Ok(Message::Close(_)) => return Ending::by_client(close_code::NORMAL, "Client closed"),
+            Ok(Message::Close(frame)) => {
+                return Ending::client_closed(frame.map_or(close_code::NORMAL, |frame| frame.code));
+            }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Err(error) => return read_failed(peer, error),
         };
