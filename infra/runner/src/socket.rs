@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
+/// How long a close frame may take to write.
+const CLOSE_WRITE: Duration = Duration::from_secs(1);
+
 /// Why a socket ended: the close code and reason sent to the client (when it can still hear
 /// them) and reported to `$disconnect`.
 struct Ending {
@@ -79,11 +82,12 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
         // soon after, so a socket must not outlive them.
         () = tokio::time::sleep(app.max_connection) => Ending::by_server(close_code::AWAY, "Going away"),
     };
+    // A peer that stopped reading cannot take a close frame: do not wait on it for long.
     if ending.tell_client {
         let close = CloseFrame { code: ending.code, reason: Utf8Bytes::from_static(ending.reason) };
-        let _ = sink.send(Message::Close(Some(close))).await;
+        let _ = tokio::time::timeout(CLOSE_WRITE, sink.send(Message::Close(Some(close)))).await;
     } else if ending.answer_close {
-        let _ = sink.flush().await;
+        let _ = tokio::time::timeout(CLOSE_WRITE, sink.flush()).await;
     }
     let event = app.stage.disconnect_event(&peer, ending.code, ending.reason, app.clock.now_ms() as i64);
     if let Err(error) = livesync_handlers::disconnect(&app.engine, event).await {
