@@ -224,6 +224,19 @@ impl Authorizer {
         matches!(self.keys, Keys::Open)
     }
 
+    /// Whether a key for this token's algorithm and `kid` is held (false for a malformed token).
+    pub fn has_key_for(&self, token: &str) -> bool {
+        let (Keys::Verifying(keys), Ok(header)) = (&self.keys, jsonwebtoken::decode_header(token)) else {
+            return false;
+        };
+        keys.iter().any(|key| key.algorithm == header.alg && (header.kid.is_none() || key.kid == header.kid))
+    }
+
+    /// This authorizer with `other`'s keys (a refetched JWKS document) and its own settings.
+    pub fn with_keys_of(&self, other: Authorizer) -> Self {
+        Authorizer { keys: other.keys, ..self.clone() }
+    }
+
     /// Decides a connection: the caller it stands for, or why it is refused.
     pub fn authorize(&self, token: Option<&str>, origin: Option<&str>, connection: &str) -> Result<Caller, Refusal> {
         if !self.origins.allows(origin) {
@@ -270,6 +283,83 @@ impl Authorizer {
     }
 }
 
+/// How often a token naming an unknown key may make the keyring fetch its JWKS document again.
+pub const REFRESH_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The authorizer in use, and where its keys come from. An identity provider rotates its keys:
+/// a token signed with a key the keyring has not seen makes it fetch the JWKS document again
+/// (at most once a minute, so unknown `kid`s cannot make it hammer the provider) and try once
+/// more, so a rotation needs no restart of the runner or a cold start of the Lambda.
+pub struct Keyring {
+    current: std::sync::RwLock<std::sync::Arc<Authorizer>>,
+    /// The JWKS URL (or file) to fetch again; `None` for keys that do not rotate (a secret).
+    source: Option<String>,
+    fetched: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Keyring {
+    /// Keys that never change: open, an HS256 secret, a PEM key.
+    pub fn fixed(authorizer: Authorizer) -> Self {
+        Keyring { current: std::sync::RwLock::new(authorizer.into()), source: None, fetched: Default::default() }
+    }
+
+    /// Keys fetched from `source`, a JWKS URL or file, which `authorizer` was built from.
+    pub fn refreshed_from(authorizer: Authorizer, source: String) -> Self {
+        Keyring {
+            current: std::sync::RwLock::new(authorizer.into()),
+            source: Some(source),
+            fetched: Default::default(),
+        }
+    }
+
+    pub fn current(&self) -> std::sync::Arc<Authorizer> {
+        self.current.read().expect("keyring lock").clone()
+    }
+
+    /// [`Authorizer::authorize`], refetching the keys once for a token whose key is unknown.
+    pub async fn authorize(
+        &self,
+        token: Option<&str>,
+        origin: Option<&str>,
+        connection: &str,
+    ) -> Result<Caller, Refusal> {
+        let current = self.current();
+        let outcome = current.authorize(token, origin, connection);
+        let unknown_key = matches!(outcome, Err(Refusal::Unauthorized(_)))
+            && token.is_some_and(|token| jsonwebtoken::decode_header(token).is_ok() && !current.has_key_for(token));
+        if unknown_key && self.refresh().await {
+            return self.current().authorize(token, origin, connection);
+        }
+        outcome
+    }
+
+    /// Fetches the keys again, unless that was done within the last minute; whether it was.
+    async fn refresh(&self) -> bool {
+        let Some(source) = &self.source else { return false };
+        let mut fetched = self.fetched.lock().await;
+        if fetched.is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY) {
+            return false;
+        }
+        *fetched = Some(std::time::Instant::now());
+        let keys = match crate::keys::load(source).await {
+            Ok(document) => Authorizer::public_keys(&document).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match keys {
+            Ok(keys) => {
+                let refreshed = self.current().with_keys_of(keys);
+                *self.current.write().expect("keyring lock") = refreshed.into();
+                tracing::info!(source, "token keys fetched again for an unknown key id");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(source, error, "token keys could not be fetched again; the old ones stay");
+                false
+            }
+        }
+    }
+}
+
 /// Mints an HS256 token (`livesync token`, tests).
 pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, KeyError> {
     if secret.len() < 32 {
@@ -284,15 +374,15 @@ pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, KeyError> {
 
 /// The authorizer Lambda's handler: a REQUEST authorizer event in, an Allow policy with the
 /// caller's context out; `Err` (whose message API Gateway reads: `Unauthorized` is 401) to refuse.
-pub fn authorize(
-    authorizer: &Authorizer,
+pub async fn authorize(
+    keyring: &Keyring,
     event: &ApiGatewayCustomAuthorizerRequestTypeRequest,
 ) -> Result<ApiGatewayCustomAuthorizerResponse, Refusal> {
     let token = event.query_string_parameters.first(TOKEN_PARAMETER);
     let origin = event.headers.get("origin").and_then(|v| v.to_str().ok());
     // The connection id is not known to an authorizer; the session is derived later, from each
     // event's own connection id.
-    let caller = match authorizer.authorize(token, origin, "") {
+    let caller = match keyring.authorize(token, origin, "").await {
         Ok(caller) => caller,
         Err(refusal) => {
             tracing::info!(reason = refusal.reason(), status = refusal.status(), "$connect refused");
@@ -483,5 +573,53 @@ mod tests {
                 .is_ok()
         );
         assert!(refused(authorizer.authorize(Some(&token), None, "c")).contains("no key for algorithm RS256"));
+    }
+
+    /// Serves `document` over HTTP on loopback, counting the requests, as an identity provider's
+    /// JWKS endpoint would.
+    async fn jwks_endpoint(document: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", document.len());
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&document).await;
+            }
+        });
+        (url, served)
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_fetched_once_and_unknown_keys_do_not_hammer_the_provider() {
+        let (url, served) = jwks_endpoint(key_file("jwks-rotated.json")).await;
+        // Built from the document before the rotation, which has only the first key.
+        let before = Authorizer::jwks(&String::from_utf8(key_file("jwks.json")).unwrap()).unwrap();
+        let keyring = Keyring::refreshed_from(before, url);
+        let sign = |kid: &str| {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some(kid.into());
+            let key = EncodingKey::from_rsa_pem(&key_file("rsa2-test-private.pem")).unwrap();
+            jsonwebtoken::encode(&header, &claims(now() + 60), &key).unwrap()
+        };
+        let rotated = sign("test-rsa-2");
+        assert!(keyring.authorize(Some(&rotated), None, "c").await.is_ok(), "the new key was fetched");
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(keyring.authorize(Some(&rotated), None, "c").await.is_ok());
+        let unknown = sign("test-rsa-9");
+        assert!(keyring.authorize(Some(&unknown), None, "c").await.is_err());
+        assert!(keyring.authorize(Some(&unknown), None, "c").await.is_err());
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "at most one fetch a minute");
+        // A bad signature with a known kid is refused without a fetch.
+        let forged = format!("{}x", &rotated[..rotated.len() - 1]);
+        assert!(keyring.authorize(Some(&forged), None, "c").await.is_err());
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -167,11 +167,12 @@ fn authorizer_event(name: &str) -> aws_lambda_events::apigw::ApiGatewayCustomAut
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-#[test]
-fn the_authorizer_allows_a_valid_token_with_the_callers_grants_in_its_context() {
-    use livesync_handlers::authorizer::{Authorizer, Origins, authorize};
-    let authorizer = Authorizer::hs256(FIXTURE_SECRET).unwrap().with_origins(Origins::parse("https://app.example"));
-    let response = serde_json::to_value(authorize(&authorizer, &authorizer_event("authorize")).unwrap()).unwrap();
+#[tokio::test]
+async fn the_authorizer_allows_a_valid_token_with_the_callers_grants_in_its_context() {
+    use livesync_handlers::authorizer::{Authorizer, Keyring, Origins, authorize};
+    let keyring =
+        Keyring::fixed(Authorizer::hs256(FIXTURE_SECRET).unwrap().with_origins(Origins::parse("https://app.example")));
+    let response = serde_json::to_value(authorize(&keyring, &authorizer_event("authorize")).await.unwrap()).unwrap();
     assert_eq!(response["principalId"], "ann");
     let statement = &response["policyDocument"]["Statement"][0];
     assert_eq!(statement["Effect"], "Allow");
@@ -186,15 +187,16 @@ fn the_authorizer_allows_a_valid_token_with_the_callers_grants_in_its_context() 
     assert_eq!(caller.user.as_deref(), Some("ann"));
 }
 
-#[test]
-fn the_authorizer_refuses_an_expired_token_with_unauthorized_and_a_foreign_origin_with_deny() {
-    use livesync_handlers::authorizer::{Authorizer, Origins, authorize};
+#[tokio::test]
+async fn the_authorizer_refuses_an_expired_token_with_unauthorized_and_a_foreign_origin_with_deny() {
+    use livesync_handlers::authorizer::{Authorizer, Keyring, Origins, authorize};
     let authorizer = Authorizer::hs256(FIXTURE_SECRET).unwrap();
-    let refusal = authorize(&authorizer, &authorizer_event("authorize-expired")).unwrap_err();
+    let keyring = Keyring::fixed(authorizer.clone());
+    let refusal = authorize(&keyring, &authorizer_event("authorize-expired")).await.unwrap_err();
     // API Gateway answers 401 when the authorizer fails with exactly this message.
     assert_eq!(refusal.to_string(), "Unauthorized");
-    let elsewhere = authorizer.with_origins(Origins::parse("https://other.example"));
-    let response = serde_json::to_value(authorize(&elsewhere, &authorizer_event("authorize")).unwrap()).unwrap();
+    let elsewhere = Keyring::fixed(authorizer.with_origins(Origins::parse("https://other.example")));
+    let response = serde_json::to_value(authorize(&elsewhere, &authorizer_event("authorize")).await.unwrap()).unwrap();
     assert_eq!(response["policyDocument"]["Statement"][0]["Effect"], "Deny");
 }
 

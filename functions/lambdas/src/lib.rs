@@ -16,7 +16,7 @@ use livesync_core::limits::{StoreLimiter, WriteRate};
 use livesync_core::poster::{Delivery, Frame, PostError, Poster};
 use livesync_core::{Engine, Fanout};
 use livesync_dynamodb::DynamoStore;
-use livesync_handlers::authorizer::{Authorizer, Origins};
+use livesync_handlers::authorizer::{Authorizer, Keyring, Origins};
 use std::sync::Arc;
 
 /// Configuration from the environment. Missing required variables stop the cold start: the
@@ -60,24 +60,30 @@ impl AuthConfig {
     }
 }
 
-/// The `$connect` authorizer, its keys fetched once at cold start. A deployed stack always
-/// requires tokens: without a secret or a JWKS URL the cold start fails, and with it every
-/// connection (fail closed).
-pub async fn authorizer(config: &AuthConfig) -> Result<Authorizer, Box<dyn std::error::Error + Send + Sync>> {
-    let authorizer = match (&config.secret_arn, &config.jwks_url) {
+/// The `$connect` authorizer, its keys fetched at cold start (JWKS keys again when a token
+/// names one not seen yet: a provider's rotation). A deployed stack always requires tokens:
+/// without a secret or a JWKS URL the cold start fails, and with it every connection (fail
+/// closed).
+pub async fn authorizer(config: &AuthConfig) -> Result<Keyring, Box<dyn std::error::Error + Send + Sync>> {
+    let settings = |authorizer: Authorizer| {
+        authorizer
+            .with_origins(Origins::parse(&config.allowed_origins))
+            .with_issuer(config.issuer.clone())
+            .with_audience(config.audience.clone())
+    };
+    Ok(match (&config.secret_arn, &config.jwks_url) {
         (Some(arn), _) => {
             let sdk = livesync_dynamodb::sdk_config().await;
             let secret = aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(arn).send().await?;
             let secret = secret.secret_string().ok_or("the auth secret holds no SecretString")?;
-            Authorizer::hs256(secret.trim().as_bytes())?
+            Keyring::fixed(settings(Authorizer::hs256(secret.trim().as_bytes())?))
         }
-        (None, Some(url)) => Authorizer::public_keys(&livesync_handlers::keys::load(url).await?)?,
+        (None, Some(url)) => {
+            let keys = Authorizer::public_keys(&livesync_handlers::keys::load(url).await?)?;
+            Keyring::refreshed_from(settings(keys), url.clone())
+        }
         (None, None) => return Err("set AUTH_SECRET_ARN or AUTH_JWKS_URL: the deployed stack never runs open".into()),
-    };
-    Ok(authorizer
-        .with_origins(Origins::parse(&config.allowed_origins))
-        .with_issuer(config.issuer.clone())
-        .with_audience(config.audience.clone()))
+    })
 }
 
 impl Config {

@@ -35,7 +35,7 @@ use livesync_core::protocol::MAX_FRAME_BYTES as API_GATEWAY_FRAME_BYTES;
 use livesync_core::store::{ChangeFeed, Store, StoreError};
 use livesync_core::{Engine, Fanout};
 use livesync_embedded_store::{EmbeddedStore, Options};
-use livesync_handlers::authorizer::{self, Authorizer, Origins};
+use livesync_handlers::authorizer::{self, Authorizer, Keyring, Origins};
 use livesync_handlers::keys;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -227,7 +227,7 @@ pub enum RunnerError {
 /// What every socket shares.
 pub(crate) struct App {
     pub(crate) engine: Engine,
-    pub(crate) authorizer: Authorizer,
+    pub(crate) authorizer: Keyring,
     pub(crate) connections: Arc<Connections>,
     pub(crate) stage: Stage,
     pub(crate) clock: Arc<dyn Clock>,
@@ -263,16 +263,21 @@ impl Runner {
         };
         let (listener, local_addr) = bind(config.listen).await?;
         let (management_listener, management_addr) = bind(config.management_listen).await?;
-        let authorizer = match &config.auth.allow_origins {
-            Some(list) => authorizer.with_origins(Origins::parse(list)),
-            None => authorizer.with_origins(Origins::Only(own_origins(local_addr))),
+        let authorizer = authorizer.with_origins(match &config.auth.allow_origins {
+            Some(list) => Origins::parse(list),
+            None => Origins::Only(own_origins(local_addr)),
+        });
+        let open = authorizer.is_open();
+        // JWKS keys follow the provider's rotation; a secret or a PEM key is fixed.
+        let authorizer = match &config.auth.auth_jwks {
+            Some(source) if config.auth.auth_secret.is_none() => Keyring::refreshed_from(authorizer, source.clone()),
+            _ => Keyring::fixed(authorizer),
         };
 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let connections = Arc::new(Connections::new(config.limits.send_queue_bytes, config.limits.send_budget_bytes));
         let (stop, stopping) = watch::channel(false);
         let rate = WriteRate { per_second: config.limits.write_rate, burst: config.limits.write_burst };
-        let open = authorizer.is_open();
         let app = Arc::new(App {
             // Each connection lives on one socket of this process: its bucket can live here too.
             engine: Engine::new(store.clone(), clock.clone())
@@ -390,7 +395,7 @@ async fn upgrade(
     // and nothing is stored.
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let token = query.get(authorizer::TOKEN_PARAMETER).map(String::as_str);
-    let caller = match app.authorizer.authorize(token, origin, &connection_id) {
+    let caller = match app.authorizer.authorize(token, origin, &connection_id).await {
         Ok(caller) => caller,
         Err(refusal) => {
             tracing::info!(source_ip = %remote.ip(), reason = refusal.reason(), "$connect refused");

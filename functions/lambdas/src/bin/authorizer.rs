@@ -7,9 +7,9 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let authorizer = &livesync_lambdas::authorizer(&livesync_lambdas::AuthConfig::from_env()).await?;
+    let keyring = &livesync_lambdas::authorizer(&livesync_lambdas::AuthConfig::from_env()).await?;
     run(service_fn(move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async move {
-        livesync_handlers::authorizer::authorize(authorizer, &event.payload).map_err(Error::from)
+        livesync_handlers::authorizer::authorize(keyring, &event.payload).await.map_err(Error::from)
     }))
     .await
 }
