@@ -46,15 +46,9 @@ impl World {
     }
 
     async fn ask(&self, client: usize, body: Value) -> Value {
-        let reply = self
-            .engine
-            .handle(
-                &livesync_core::access::Caller::anonymous(&format!("client-{client}")),
-                &format!("client-{client}"),
-                &format!("req-{}", rand_id()),
-                &body.to_string(),
-            )
-            .await;
+        let reply =
+            anonymous(&self.engine, &format!("client-{client}"), &format!("req-{}", rand_id()), &body.to_string())
+                .await;
         serde_json::from_str(&reply.to_json()).unwrap()
     }
 
@@ -378,15 +372,7 @@ impl Store for EditsLandBetweenReads {
         if reads_edits && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             for rev in 3..5 {
                 let edit = json!({"action": "text.edit", "room": "r", "doc": "t", "rev": rev, "ops": [rev, "+"]});
-                let reply = self
-                    .others
-                    .handle(
-                        &livesync_core::access::Caller::anonymous("other"),
-                        "other",
-                        &format!("o{rev}"),
-                        &edit.to_string(),
-                    )
-                    .await;
+                let reply = anonymous(&self.others, "other", &format!("o{rev}"), &edit.to_string()).await;
                 assert!(matches!(reply, livesync_core::protocol::ServerFrame::TextAck { .. }), "{reply:?}");
             }
         }
@@ -406,26 +392,26 @@ fn an_edit_whose_base_is_pruned_while_it_is_decided_is_a_conflict_not_a_bad_requ
         // Revisions 1..3: "a", then "+" appended twice; the last two edits are kept.
         for (rev, ops) in [(0, json!(["a"])), (1, json!([1, "+"])), (2, json!([2, "+"]))] {
             let edit = json!({"action": "text.edit", "room": "r", "doc": "t", "rev": rev, "ops": ops});
-            others
-                .handle(
-                    &livesync_core::access::Caller::anonymous("other"),
-                    "other",
-                    &format!("setup{rev}"),
-                    &edit.to_string(),
-                )
-                .await;
+            anonymous(&others, "other", &format!("setup{rev}"), &edit.to_string()).await;
         }
         let store = Arc::new(EditsLandBetweenReads { inner, others, armed: true.into() });
         let client = Engine::new(store, Arc::new(SystemClock)).with_history(2);
         // An edit at rev 1 needs edits 2 and 3; while it reads them, two more land and prune them.
         let late = json!({"action": "text.edit", "room": "r", "doc": "t", "rev": 1, "ops": ["<", 1]});
-        let reply = serde_json::to_value(
-            client.handle(&livesync_core::access::Caller::anonymous("me"), "me", "late", &late.to_string()).await,
-        )
-        .unwrap();
+        let reply = serde_json::to_value(anonymous(&client, "me", "late", &late.to_string()).await).unwrap();
         assert_eq!(reply["code"], "conflict", "{reply}");
         // `current` is a text and its own revision (each revision here added one character).
         let current = &reply["current"];
         assert_eq!(current["text"].as_str().unwrap().len() as u64, current["rev"].as_u64().unwrap(), "{current}");
     });
+}
+
+/// One request from an anonymous client of an open host.
+async fn anonymous(
+    engine: &Engine,
+    connection: &str,
+    request_id: &str,
+    body: &str,
+) -> livesync_core::protocol::ServerFrame {
+    engine.handle(&livesync_core::access::Caller::anonymous(connection), connection, request_id, body).await
 }
