@@ -7,8 +7,11 @@
 //! Delivery pages through the room's subscribers and posts to many connections at once, a
 //! bounded number at a time, and each connection's frames in order. A connection that is gone is
 //! forgotten (with its subscriptions) so that no later batch tries it again.
+//!
+//! With [`Fanout::counting`], each batch is also counted into the day's figures ([`crate::tally`])
+//! once it has been delivered: the same feed, read once, serves both.
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::engine::Chain;
 use crate::layout;
 use crate::membership;
@@ -16,6 +19,7 @@ use crate::ordering::RoomHeads;
 use crate::poster::{Delivery, Frame, Poster};
 use crate::protocol::{Event, MAX_FRAME_BYTES, ServerFrame};
 use crate::store::{Change, ChangeKind, Store, StoreError};
+use crate::tally;
 use futures_util::stream::{self, StreamExt};
 use std::sync::Arc;
 
@@ -111,6 +115,8 @@ pub struct FanoutReport {
     pub failed_posts: usize,
     /// Rooms whose subscribers could not be read: none of their subscribers got this batch.
     pub failed_rooms: Vec<RoomFailure>,
+    /// The batch could not be counted into the day's figures; counting it again is safe.
+    pub tally_failed: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,11 +134,25 @@ pub struct Fanout {
     /// For the presence events of members whose connection turns out gone.
     clock: SystemClock,
     heads: RoomHeads,
+    counting: bool,
 }
 
 impl Fanout {
     pub fn new(store: Arc<dyn Store>, poster: Arc<dyn Poster>) -> Self {
-        Fanout { store, poster, concurrency: POST_CONCURRENCY, clock: SystemClock, heads: RoomHeads::default() }
+        Fanout {
+            store,
+            poster,
+            concurrency: POST_CONCURRENCY,
+            clock: SystemClock,
+            heads: RoomHeads::default(),
+            counting: false,
+        }
+    }
+
+    /// Also counts every batch into the day's figures, for the end-of-day report.
+    pub fn counting(mut self) -> Self {
+        self.counting = true;
+        self
     }
 
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
@@ -155,6 +175,12 @@ impl Fanout {
                     error: Chain(&error).to_string(),
                 });
             }
+        }
+        if self.counting
+            && let Err(error) = tally::record(self.store.as_ref(), self.clock.now_ms(), changes).await
+        {
+            tracing::warn!(error = %Chain(&error), "could not count the batch into the day's figures");
+            report.tally_failed = Some(Chain(&error).to_string());
         }
         if report.events > 0 {
             tracing::info!(

@@ -14,6 +14,13 @@
 //! CONN#<connection>  META                  connected_at, expires_at, tat?   tat: its write bucket
 //! CONN#<connection>  SUB#<room>            expires_at, user?     what to clean up on disconnect
 //! USER#<user>        BUCKET                tat, expires_at       a token user's write bucket
+//! JOB#<job>          RUN#<scheduled time, RFC 3339>   status, attempt, trigger, started, lease_until,
+//!                                          finished?, duration_ms?, summary?, error?   a job's run
+//! STATS#<date>       ROOM#<room>           room, events, doc_versions, text_edits, conflicts,
+//!                                          peak, seq, rev        a room's figures of one UTC day
+//! STATS#<date>       SOLD#<n>:<room>#<sku> room, sku, sold, seq, rev   units sold that day
+//! INVENTORY          <n>:<room>#<sku>      room, sku, level, version   every SKU's last level
+//! REPORTS            <date>                report (JSON), generated_at  end-of-day reports
 //! ```
 //!
 //! History and edit keys carry the name's length (`<n>` bytes) before it, so that one name's
@@ -39,6 +46,13 @@ const DOC_VERSION: &str = "DOCV#";
 const TEXT: &str = "TEXT#";
 const TEXT_EDIT: &str = "TEXTOP#";
 const STOCK: &str = "STOCK#";
+
+const JOB: &str = "JOB#";
+const RUN: &str = "RUN#";
+const STATS: &str = "STATS#";
+const SOLD: &str = "SOLD#";
+const INVENTORY: &str = "INVENTORY";
+const REPORTS: &str = "REPORTS";
 
 /// How long a connection's items outlive it if `$disconnect` never comes: API Gateway closes
 /// every connection after 2 hours, and $disconnect is best effort.
@@ -210,6 +224,12 @@ pub fn subscribers_of(room: &str, limit: usize) -> Query {
 }
 
 /// The connection a room-side subscription item names.
+/// The room a room-side subscription item (`ROOM#<room>`, `SUB#<connection>`) belongs to: a join.
+pub fn subscribed_room_side(item: &Item) -> Option<&str> {
+    item.key.sk.strip_prefix(SUBSCRIPTION)?;
+    item.key.pk.strip_prefix(ROOM)
+}
+
 pub fn subscriber(item: &Item) -> Option<&str> {
     item.key.sk.strip_prefix(SUBSCRIPTION)
 }
@@ -266,6 +286,71 @@ pub fn stock_levels(room: &str, after: Option<&str>, limit: usize) -> Query {
 /// The SKU a stock item holds.
 pub fn sku_of(item: &Item) -> Option<&str> {
     item.key.sk.strip_prefix(STOCK)
+}
+
+/// A job's run record for one scheduled time (`scheduled` in RFC 3339, UTC, whole seconds, so
+/// that string order is time order).
+pub fn run_key(job: &str, scheduled: &str) -> Key {
+    Key::new(format!("{JOB}{job}"), format!("{RUN}{scheduled}"))
+}
+
+/// A job's runs, newest first.
+pub fn runs_of(job: &str, limit: usize) -> Query {
+    Query::new(format!("{JOB}{job}"), SortKeys::Prefix(RUN.to_owned()), limit).descending()
+}
+
+/// The scheduled time of a run record.
+pub fn run_scheduled(item: &Item) -> Option<&str> {
+    item.key.sk.strip_prefix(RUN)
+}
+
+fn stats_pk(date: &str) -> String {
+    format!("{STATS}{date}")
+}
+
+/// A room's figures for one day (`date` is `YYYY-MM-DD`, UTC).
+pub fn room_day_key(date: &str, room: &str) -> Key {
+    Key::new(stats_pk(date), format!("{ROOM}{room}"))
+}
+
+/// The rooms' figures of one day, in room order.
+pub fn room_days(date: &str, after: Option<&str>, limit: usize) -> Query {
+    let query = Query::new(stats_pk(date), SortKeys::Prefix(ROOM.to_owned()), limit);
+    match after {
+        Some(sk) => query.after(sk),
+        None => query,
+    }
+}
+
+/// Units of one SKU sold in one day.
+pub fn sku_day_key(date: &str, room: &str, sku: &str) -> Key {
+    Key::new(stats_pk(date), format!("{}{sku}", exact_prefix(SOLD, room)))
+}
+
+pub fn sku_days(date: &str, after: Option<&str>, limit: usize) -> Query {
+    let query = Query::new(stats_pk(date), SortKeys::Prefix(SOLD.to_owned()), limit);
+    match after {
+        Some(sk) => query.after(sk),
+        None => query,
+    }
+}
+
+/// Every SKU's last known level, across rooms (the restock list reads this one partition).
+pub fn inventory_key(room: &str, sku: &str) -> Key {
+    Key::new(INVENTORY, format!("{}:{room}#{sku}", room.len()))
+}
+
+pub fn inventory(after: Option<&str>, limit: usize) -> Query {
+    let query = Query::new(INVENTORY, SortKeys::All, limit);
+    match after {
+        Some(sk) => query.after(sk),
+        None => query,
+    }
+}
+
+/// The stored end-of-day report of `date`.
+pub fn report_key(date: &str) -> Key {
+    Key::new(REPORTS, date)
 }
 
 pub fn connection_expiry(now_ms: u64) -> i64 {

@@ -20,6 +20,8 @@
 //! * [`recovery`]: bounded pages of the events after a seq (`join`/`sync` with `since`).
 //! * [`membership`]: connections, subscriptions, presence; forgetting a gone connection.
 //! * [`fanout`]: change-feed batch -> per-room frames, encoded once -> every subscriber.
+//! * [`tally`]: the day's figures, counted from the change feed, for the end-of-day report.
+//! * [`jobs`]: the scheduled jobs (backup, report), their schedules and run records.
 //! * [`layout`]: the keys and shapes of the items above, in one table.
 //!
 //! Capabilities, implemented at the edges:
@@ -36,6 +38,7 @@ pub mod clock;
 pub mod documents;
 pub mod engine;
 pub mod fanout;
+pub mod jobs;
 pub mod layout;
 pub mod limits;
 pub mod membership;
@@ -46,6 +49,7 @@ pub mod recovery;
 pub mod state;
 pub mod stock;
 pub mod store;
+pub mod tally;
 pub mod text;
 pub mod texts;
 

@@ -81,6 +81,8 @@ pub enum EventKind {
     Stock,
     /// A member entered or left the room: `{"joined"|"left": {"connection", "user"}}`.
     Presence,
+    /// An end-of-day report, in the `reports` room: `data` is the report.
+    Report,
 }
 
 impl EventKind {
@@ -96,11 +98,12 @@ impl EventKind {
             EventKind::Text => "text",
             EventKind::Stock => "stock",
             EventKind::Presence => "presence",
+            EventKind::Report => "report",
         }
     }
 
     pub fn from_name(name: &str) -> Option<EventKind> {
-        [EventKind::Publish, EventKind::Doc, EventKind::Text, EventKind::Stock, EventKind::Presence]
+        [EventKind::Publish, EventKind::Doc, EventKind::Text, EventKind::Stock, EventKind::Presence, EventKind::Report]
             .into_iter()
             .find(|kind| kind.name() == name)
     }

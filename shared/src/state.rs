@@ -17,6 +17,7 @@ use crate::layout::{self, ClientId, IdRecord};
 use crate::ordering::{self, Appended, Entry, PublishError};
 use crate::protocol::{ErrorCode, EventKind, JsonData, ServerFrame};
 use crate::store::{StoreError, TxOp};
+use crate::tally;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,6 +78,12 @@ pub async fn commit<W: StateWrite>(
                     && let Some(record) = ordering::id_record(cx.store, room, client).await?
                 {
                     return replay(cx, room, client, record, write).await;
+                }
+                if let ServerFrame::Error { code: ErrorCode::Conflict, .. } = &frame {
+                    // The day's report counts refusals; a refusal leaves nothing on the feed.
+                    if let Err(error) = tally::count_conflict(cx.store, cx.clock.now_ms(), room).await {
+                        tracing::warn!(room, error = %crate::engine::Chain(&error), "could not count a conflict");
+                    }
                 }
                 return Ok(frame);
             }

@@ -48,6 +48,11 @@ impl Local {
         format!("http://{}", self.runner.as_ref().expect("running").management_addr())
     }
 
+    /// The runner's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// The runner's client address over HTTP.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.runner.as_ref().expect("running").local_addr())

@@ -5,7 +5,8 @@
 //! it cannot be read, or when its room's subscribers could not be read, so none of them got it.
 //! A retry may deliver an event twice to some subscribers; clients drop repeats by seq. A record
 //! that cannot be read will not be readable on retry either; it is reported anyway so that, once
-//! the retries are spent, it lands in the on-failure queue where someone can look at it.
+//! the retries are spent, it lands in the on-failure queue where someone can look at it. A batch
+//! that could not be counted into the day's figures is failed whole, to be counted on retry.
 //!
 //! A post that fails for a reason other than 410 (throttled after the SDK's retries, 5xx) only
 //! costs that connection those events: failing the record would re-post the room's whole batch to
@@ -49,6 +50,11 @@ pub async fn fanout(fanout: &Fanout, event: Event) -> DynamoDbEventResponse {
         }
     }
     match fanout.deliver(&changes).await {
+        Ok(report) if report.tally_failed.is_some() => {
+            // The day's figures missed this batch: retry it whole (counting is idempotent, and
+            // subscribers drop the events they already have by seq).
+            failed.extend(sequence_numbers);
+        }
         Ok(report) => {
             for room in &report.failed_rooms {
                 for (change, sequence_number) in changes.iter().zip(&sequence_numbers) {

@@ -11,13 +11,17 @@
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::error::SdkError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
-use livesync_core::clock::SystemClock;
+use livesync_core::clock::{Clock, SystemClock};
+use livesync_core::jobs::report::{DailyReport, ReportPublisher};
+use livesync_core::jobs::{JobError, JobName, JobSettings, Jobs, RunOutcome};
 use livesync_core::limits::{StoreLimiter, WriteRate};
 use livesync_core::poster::{Delivery, Frame, PostError, Poster};
 use livesync_core::{Engine, Fanout};
-use livesync_dynamodb::DynamoStore;
+use livesync_dynamodb::{DynamoBackups, DynamoStore};
 use livesync_handlers::authorizer::{Authorizer, Keyring, Origins};
+use livesync_handlers::jobs::metrics_line;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Configuration from the environment. Missing required variables stop the cold start: the
 /// function cannot do anything useful without them, and the error names them.
@@ -128,7 +132,96 @@ pub async fn fanout(config: &Config) -> Fanout {
     let sdk = livesync_dynamodb::sdk_config().await;
     let url = config.connections_url.as_deref().expect("CONNECTIONS_URL must be the stage's @connections endpoint");
     let store = Arc::new(DynamoStore::new(&sdk, &config.table));
-    Fanout::new(store, Arc::new(ApiGatewayPoster::new(&sdk, url))).with_concurrency(config.post_concurrency)
+    Fanout::new(store, Arc::new(ApiGatewayPoster::new(&sdk, url))).with_concurrency(config.post_concurrency).counting()
+}
+
+/// The jobs' settings, from the environment: `BACKUP_RETENTION_DAYS`, `LOW_STOCK_THRESHOLD`.
+pub fn job_settings() -> JobSettings {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<i64>().ok());
+    let defaults = JobSettings::default();
+    JobSettings {
+        backup_retention: var("BACKUP_RETENTION_DAYS")
+            .map_or(defaults.backup_retention, |days| Duration::from_secs(days.max(1) as u64 * 24 * 3600)),
+        low_stock_threshold: var("LOW_STOCK_THRESHOLD").unwrap_or(defaults.low_stock_threshold),
+        ..defaults
+    }
+}
+
+/// The jobs over DynamoDB: on-demand table backups, and reports published to the EventBridge
+/// bus `REPORT_BUS_NAME` (when set).
+pub async fn jobs(config: &Config) -> Jobs {
+    let sdk = livesync_dynamodb::sdk_config().await;
+    let store = Arc::new(DynamoStore::new(&sdk, &config.table));
+    let jobs = Jobs::new(store, Arc::new(SystemClock), job_settings())
+        .with_backups(Arc::new(DynamoBackups::new(&sdk, &config.table)));
+    match std::env::var("REPORT_BUS_NAME").ok().filter(|bus| !bus.is_empty()) {
+        Some(bus) => jobs.with_publisher(Arc::new(EventBridgePublisher::new(&sdk, bus))),
+        None => jobs,
+    }
+}
+
+/// Runs one scheduled invocation and writes its metrics line (CloudWatch embedded metric format).
+pub async fn run_scheduled(
+    jobs: &Jobs,
+    job: JobName,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, lambda_runtime::Error> {
+    let outcome = livesync_handlers::jobs::scheduled(jobs, job, payload).await;
+    let now = SystemClock.now_ms();
+    match &outcome {
+        Ok(RunOutcome::Ran(record)) => println!("{}", metrics_line(job, Some(record), false, now)),
+        Err(_) => println!("{}", metrics_line(job, None, true, now)),
+        Ok(_) => {}
+    }
+    Ok(livesync_handlers::jobs::answer(&outcome?))
+}
+
+/// The source and detail-type of the events a report is published as: what an EventBridge rule
+/// matches to receive reports.
+pub const REPORT_SOURCE: &str = "livesync";
+pub const REPORT_DETAIL_TYPE: &str = "LiveSync Daily Report";
+
+/// Publishes reports with `PutEvents` on one bus.
+#[derive(Clone, Debug)]
+pub struct EventBridgePublisher {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+}
+
+impl EventBridgePublisher {
+    pub fn new(sdk: &aws_config::SdkConfig, bus: impl Into<String>) -> Self {
+        EventBridgePublisher { client: aws_sdk_eventbridge::Client::new(sdk), bus: bus.into() }
+    }
+}
+
+#[async_trait]
+impl ReportPublisher for EventBridgePublisher {
+    async fn publish(&self, report: &DailyReport) -> Result<(), JobError> {
+        let detail = serde_json::to_string(report).map_err(|e| JobError::failed("the report does not serialise", e))?;
+        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .event_bus_name(&self.bus)
+            .source(REPORT_SOURCE)
+            .detail_type(REPORT_DETAIL_TYPE)
+            .detail(detail)
+            .build();
+        let answer = self
+            .client
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|e| JobError::failed(format!("PutEvents to bus {} failed", self.bus), e))?;
+        if answer.failed_entry_count() > 0 {
+            let why = answer
+                .entries()
+                .iter()
+                .filter_map(|e| e.error_message().or(e.error_code()))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(JobError::failed(format!("EventBridge refused the report event on bus {}", self.bus), why));
+        }
+        Ok(())
+    }
 }
 
 /// PostToConnection through `aws-sdk-apigatewaymanagement`; 410 Gone is [`Delivery::Gone`].

@@ -36,7 +36,7 @@ fn resources<'t>(template: &'t str, kind: &str) -> Vec<(&'t str, String)> {
 fn every_function_is_one_of_our_binaries_built_with_cargo_lambda() {
     let template = template();
     let functions = resources(&template, "AWS::Serverless::Function");
-    assert_eq!(functions.len(), 5, "{:?}", functions.iter().map(|f| f.0).collect::<Vec<_>>());
+    assert_eq!(functions.len(), 7, "{:?}", functions.iter().map(|f| f.0).collect::<Vec<_>>());
     let mut binaries: Vec<&str> = values_of(&template, "Binary");
     binaries.sort();
     let manifest = manifest();
@@ -105,4 +105,31 @@ fn connect_requires_a_token_checked_by_our_authorizer() {
         "no parameter holds the secret"
     );
     assert!(parameters.contains("AuthSecretArn:"));
+}
+
+#[test]
+fn the_jobs_run_on_scheduler_with_retries_a_dead_letter_queue_and_an_alarm_that_emails() {
+    let template = template();
+    let functions = resources(&template, "AWS::Serverless::Function");
+    for name in ["BackupFunction", "ReportFunction"] {
+        let body = &functions.iter().find(|f| f.0 == name).unwrap().1;
+        assert!(body.contains("Type: ScheduleV2"), "{name} runs on EventBridge Scheduler");
+        assert!(
+            body.contains("\"scheduledTime\": \"<aws.scheduler.scheduled-time>\""),
+            "{name} gets its scheduled time"
+        );
+        assert!(body.contains("MaximumRetryAttempts: 2") && body.contains("Destination: !GetAtt JobFailures.Arn"));
+        assert!(body.contains("DeadLetterConfig:"), "{name}: undeliverable invocations are kept");
+        assert!(!body.contains("execute-api"), "{name} posts to no connection");
+    }
+    let backup = &functions.iter().find(|f| f.0 == "BackupFunction").unwrap().1;
+    assert!(backup.contains("Action: [dynamodb:CreateBackup]") && !backup.contains("dynamodb:Query"));
+    let report = &functions.iter().find(|f| f.0 == "ReportFunction").unwrap().1;
+    assert!(report.contains("Action: [events:PutEvents]") && !report.contains("dynamodb:CreateBackup"));
+    let alarms = resources(&template, "AWS::CloudWatch::Alarm");
+    let names: Vec<&str> = alarms.iter().map(|a| a.0).collect();
+    assert_eq!(names, ["JobFailuresAlarm", "BackupErrorsAlarm", "ReportErrorsAlarm"]);
+    assert!(alarms.iter().all(|a| a.1.contains("AlarmActions: [!Ref AlarmTopic]")));
+    let subscription = &resources(&template, "AWS::SNS::Subscription")[0].1;
+    assert!(subscription.contains("Protocol: email") && subscription.contains("Endpoint: !Ref AlarmEmail"));
 }

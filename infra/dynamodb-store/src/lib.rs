@@ -10,6 +10,7 @@
 //! `docs/TABLES.md`.
 
 mod attrs;
+mod backups;
 pub mod feed;
 mod table;
 
@@ -27,6 +28,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub use attrs::{item_from_attributes, key_attributes};
+pub use backups::DynamoBackups;
 pub use table::{TableSpec, create_table};
 
 /// The table name the template gives, used when no other is configured.

@@ -16,7 +16,13 @@
 //!   commit order, writers never wait for readers, and a slow fanout cannot block a publish.
 //!   Entries every open feed has read are pruned by the periodic sweep, which also deletes items
 //!   past their TTL (emitting `Remove` changes, as DynamoDB's TTL deletions do).
+//!
+//! Another process may write the same file (`livesync jobs run` beside a serving runner): a
+//! change feed also looks at the log every [`FOREIGN_WRITES_POLL`], so such writes reach the
+//! fanout without waiting for this process's next commit. [`backup`] copies the file while
+//! writers write, and restores a copy.
 
+pub mod backup;
 mod db;
 
 use async_trait::async_trait;
@@ -34,6 +40,9 @@ pub use db::SweepReport;
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "livesync.db";
+
+/// How often an idle change feed looks for changes committed by another process.
+pub const FOREIGN_WRITES_POLL: Duration = Duration::from_secs(1);
 
 /// Jobs committed together at most; bounds the latency one commit adds to the first job.
 const GROUP_COMMIT_JOBS: usize = 256;
@@ -249,7 +258,17 @@ impl ChangeFeed for Feed {
                     return Ok(changes.into_iter().map(|(_, change)| change).collect());
                 }
             }
-            self.committed.changed().await.map_err(|_| stopped())?;
+            match tokio::time::timeout(FOREIGN_WRITES_POLL, self.committed.changed()).await {
+                Ok(changed) => changed.map_err(|_| stopped())?,
+                Err(_idle) => {
+                    let max = max.max(1);
+                    let changes = self.store.read(move |db| db.changes_after(cursor, max)).await?;
+                    if let Some((last, _)) = changes.last() {
+                        self.cursor.store(*last, Ordering::Release);
+                        return Ok(changes.into_iter().map(|(_, change)| change).collect());
+                    }
+                }
+            }
         }
     }
 }

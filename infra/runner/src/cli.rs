@@ -1,9 +1,11 @@
 //! The `livesync` command line: `livesync` (or `livesync serve`) runs the local runner;
-//! `livesync token` mints a token for it.
+//! `livesync token` mints a token for it; `jobs`, `backups`, `restore`, `report` and `cron` look
+//! after the scheduled jobs (see [`crate::commands`]).
 
-use crate::Config;
+use crate::{Config, JobsArgs, StoreArgs};
 use livesync_core::access::{Grants, RoomPatterns};
 use livesync_handlers::authorizer::{self, Claims};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, clap::Parser)]
@@ -26,6 +28,121 @@ pub enum Command {
     Serve(Box<Config>),
     /// Mint an HS256 token for a runner started with the same --auth-secret.
     Token(TokenArgs),
+    /// The scheduled jobs (backup, report): list them, run one now, see their runs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// The embedded store's backups.
+    #[command(subcommand)]
+    Backups(BackupsCommand),
+    /// Restore a backup into a data directory (refused if it holds data, unless --force).
+    Restore(RestoreArgs),
+    /// Show the end-of-day report of a day (today by default).
+    Report(ReportArgs),
+    /// Translate a crontab line (`0 2 * * *`) into EventBridge's form, and show when it fires.
+    Cron(CronArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// Each job on a schedule in the template: its schedule and next fire times.
+    List(ListArgs),
+    /// Run a job now, on the store of --data-dir (also while a runner is serving it).
+    Run(RunArgs),
+    /// The recorded runs of the jobs, newest first.
+    Runs(RunsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// The SAM template whose schedule events are read.
+    #[arg(long, env = "LIVESYNC_TEMPLATE", default_value = "template.yaml")]
+    pub template: PathBuf,
+    /// Fire times shown per schedule.
+    #[arg(long, default_value_t = 3)]
+    pub next: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum JobArg {
+    Backup,
+    Report,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The job to run.
+    #[arg(value_enum)]
+    pub job: JobArg,
+    #[command(flatten)]
+    pub data: StoreArgs,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// Only this job's runs.
+    #[arg(value_enum)]
+    pub job: Option<JobArg>,
+    /// Runs shown per job.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub data: StoreArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BackupsCommand {
+    /// One backup a line, oldest first: its file, then when it was taken and what it holds.
+    List(BackupsListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupsListArgs {
+    #[command(flatten)]
+    pub data: StoreArgs,
+    /// Where the backups are (default: the data directory's `backups` folder).
+    #[arg(long, env = "LIVESYNC_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup: its `.db.gz` file (or its `.json` manifest), as `livesync backups list` shows.
+    pub backup: PathBuf,
+    /// The data directory to restore into.
+    #[arg(long, env = "LIVESYNC_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Replace the data the directory holds. Stop any runner using it first.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The day, YYYY-MM-DD (UTC); today by default.
+    #[arg(long)]
+    pub date: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: StoreArgs,
+    /// SKUs below this level are on the restock list (for a report made now).
+    #[arg(long, env = "LIVESYNC_LOW_STOCK_THRESHOLD", default_value_t = 5)]
+    pub low_stock_threshold: i64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CronArgs {
+    /// A crontab line (`0 2 * * *`) or an EventBridge expression (`cron(0 2 * * ? *)`, `rate(1 hour)`).
+    pub expression: String,
+    /// The IANA time zone the schedule is evaluated in (ScheduleExpressionTimezone).
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
+    /// Fire times shown.
+    #[arg(long, default_value_t = 5)]
+    pub next: usize,
 }
 
 #[derive(Debug, clap::Args)]

@@ -11,14 +11,20 @@
 //! * `management`: the connection management API (`/@connections/{id}`), for PostToConnection,
 //!   on its own address and checked with SigV4, as API Gateway checks it with IAM.
 //! * `serve`: the accept loop: handshake timeout, connection caps.
-//! * [`cli`]: the `livesync` command line (serve, token).
+//! * [`template`]: the schedules of `template.yaml`; `scheduler` fires them on the same job
+//!   handler the backup and report Lambdas run.
+//! * [`cli`]: the `livesync` command line (serve, token, jobs, backups, restore, report, cron);
+//!   [`commands`] runs its job and backup commands.
 
 pub mod cli;
+pub mod commands;
 pub mod connections;
 pub mod gateway;
 mod management;
+mod scheduler;
 mod serve;
 mod socket;
+pub mod template;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
@@ -30,14 +36,16 @@ use connections::Connections;
 use gateway::{Peer, Stage};
 use livesync_core::clock::{Clock, SystemClock};
 use livesync_core::engine::Chain;
+use livesync_core::jobs::{JobName, JobSettings, Jobs};
 use livesync_core::limits::{MemoryLimiter, WriteRate};
 use livesync_core::protocol::MAX_FRAME_BYTES as API_GATEWAY_FRAME_BYTES;
 use livesync_core::store::{ChangeFeed, Store, StoreError};
 use livesync_core::{Engine, Fanout};
+use livesync_embedded_store::backup::LocalBackups;
 use livesync_embedded_store::{EmbeddedStore, Options};
 use livesync_handlers::authorizer::{self, Authorizer, Keyring, Origins};
 use livesync_handlers::keys;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,19 +76,8 @@ pub struct Config {
     /// needs authentication (--auth-secret or --auth-jwks) or --insecure.
     #[arg(long, env = "LIVESYNC_LISTEN", default_value = "127.0.0.1:3001")]
     pub listen: SocketAddr,
-    /// Where data lives: `embedded` (one SQLite file in --data-dir) or `dynamodb` (the table
-    /// --table, at the endpoint of AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL, or AWS itself).
-    #[arg(long, env = "LIVESYNC_STORE", value_enum, default_value_t = StoreKind::Embedded)]
-    pub store: StoreKind,
-    /// DynamoDB table (with --store dynamodb).
-    #[arg(long, env = "LIVESYNC_TABLE", default_value = livesync_dynamodb::DEFAULT_TABLE)]
-    pub table: String,
-    /// Create the DynamoDB table, as template.yaml defines it, if it is missing.
-    #[arg(long, env = "LIVESYNC_CREATE_TABLES")]
-    pub create_tables: bool,
-    /// Directory of the embedded store; created if missing, kept across restarts.
-    #[arg(long, env = "LIVESYNC_DATA_DIR", default_value = "./.livesync")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub data: StoreArgs,
     /// Seconds after which a connection is closed (1001), as API Gateway does after 2 hours.
     #[arg(long, env = "LIVESYNC_MAX_CONNECTION_SECS", default_value_t = 7200)]
     pub max_connection_secs: u64,
@@ -94,6 +91,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
     /// Address of the connection management API (POST/GET/DELETE /@connections/{id}), which
     /// only the fanout and your backends may use: SigV4-signed with the credentials below.
     #[arg(long, env = "LIVESYNC_MANAGEMENT_LISTEN", default_value = "127.0.0.1:3002")]
@@ -104,6 +103,95 @@ pub struct Config {
     /// The secret key management requests must be signed with.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub management_secret_key: Option<String>,
+    /// The clock the schedules run on: the machine's, unless a test moves one by hand.
+    #[arg(skip)]
+    pub schedule_clock: ScheduleClock,
+}
+
+/// Where data lives: what every command that reads or writes the store shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Where data lives: `embedded` (one SQLite file in --data-dir) or `dynamodb` (the table
+    /// --table, at the endpoint of AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL, or AWS itself).
+    #[arg(long, env = "LIVESYNC_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// DynamoDB table (with --store dynamodb).
+    #[arg(long, env = "LIVESYNC_TABLE", default_value = livesync_dynamodb::DEFAULT_TABLE)]
+    pub table: String,
+    /// Create the DynamoDB table, as template.yaml defines it, if it is missing.
+    #[arg(long, env = "LIVESYNC_CREATE_TABLES")]
+    pub create_tables: bool,
+    /// Directory of the embedded store; created if missing, kept across restarts.
+    #[arg(long, env = "LIVESYNC_DATA_DIR", default_value = "./.livesync")]
+    pub data_dir: PathBuf,
+}
+
+impl StoreArgs {
+    /// Where the embedded store's backups go: `--backup-dir`, or the data directory's `backups`.
+    pub fn backup_dir(&self, jobs: &JobsArgs) -> PathBuf {
+        jobs.backup_dir.clone().unwrap_or_else(|| self.data_dir.join(livesync_embedded_store::backup::BACKUP_FOLDER))
+    }
+}
+
+/// The scheduled jobs: where their schedules are read, and their settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobsArgs {
+    /// The SAM template whose schedule events say when jobs run (as they run on AWS). Without
+    /// the file no job runs on a schedule; `livesync jobs run` still runs them.
+    #[arg(long, env = "LIVESYNC_TEMPLATE", default_value = "template.yaml")]
+    pub template: PathBuf,
+    /// Where the embedded store's backups go (default: the data directory's `backups` folder).
+    #[arg(long, env = "LIVESYNC_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Backups older than this many days are deleted after each backup (template.yaml's
+    /// BackupRetentionDays).
+    #[arg(long, env = "LIVESYNC_BACKUP_RETENTION_DAYS", default_value_t = 35)]
+    pub backup_retention_days: u64,
+    /// SKUs below this level are on the end-of-day report's restock list (LowStockThreshold).
+    #[arg(long, env = "LIVESYNC_LOW_STOCK_THRESHOLD", default_value_t = 5)]
+    pub low_stock_threshold: i64,
+    /// Times a failed scheduled run is tried again, a minute and then two apart (as Lambda
+    /// retries an asynchronous invocation twice).
+    #[arg(long, env = "LIVESYNC_JOB_RETRIES", default_value_t = 2)]
+    pub job_retries: u32,
+}
+
+impl Default for JobsArgs {
+    fn default() -> Self {
+        JobsArgs {
+            template: PathBuf::from("template.yaml"),
+            backup_dir: None,
+            backup_retention_days: 35,
+            low_stock_threshold: 5,
+            job_retries: 2,
+        }
+    }
+}
+
+impl JobsArgs {
+    pub fn settings(&self) -> JobSettings {
+        JobSettings {
+            backup_retention: Duration::from_secs(self.backup_retention_days.max(1) * 24 * 3600),
+            low_stock_threshold: self.low_stock_threshold,
+            ..JobSettings::default()
+        }
+    }
+}
+
+/// The clock schedules fire on; tests give a [`livesync_core::clock::ManualClock`].
+#[derive(Clone, Default)]
+pub struct ScheduleClock(pub Option<Arc<dyn Clock>>);
+
+impl std::fmt::Debug for ScheduleClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ScheduleClock(given)" } else { "ScheduleClock(system)" })
+    }
+}
+
+impl ScheduleClock {
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.0.clone().unwrap_or_else(|| Arc::new(SystemClock))
+    }
 }
 
 /// Who may connect: tokens on `$connect`, as the deployed stack's authorizer requires them.
@@ -188,11 +276,13 @@ impl Config {
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: data_dir.into(),
+            data: StoreArgs {
+                data_dir: data_dir.into(),
+                store: StoreKind::Embedded,
+                table: livesync_dynamodb::DEFAULT_TABLE.to_owned(),
+                create_tables: false,
+            },
             max_connection_secs: 7200,
-            store: StoreKind::Embedded,
-            table: livesync_dynamodb::DEFAULT_TABLE.to_owned(),
-            create_tables: false,
             stage: "local".to_owned(),
             history_versions: livesync_core::engine::HISTORY_VERSIONS,
             auth: AuthConfig::default(),
@@ -201,6 +291,9 @@ impl Config {
             management_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             management_key_id: Some("testing".to_owned()),
             management_secret_key: Some("testing".to_owned()),
+            // No schedules unless a test asks for them with a template of its own.
+            jobs: JobsArgs { template: PathBuf::new(), ..JobsArgs::default() },
+            schedule_clock: ScheduleClock::default(),
         }
     }
 }
@@ -222,6 +315,8 @@ pub enum RunnerError {
     Serve(#[source] std::io::Error),
     #[error("the runner's task crashed")]
     Crashed(#[source] tokio::task::JoinError),
+    #[error("cannot read the schedules")]
+    Template(#[source] template::TemplateError),
 }
 
 /// What every socket shares.
@@ -242,6 +337,7 @@ pub struct Runner {
     management_addr: SocketAddr,
     open: bool,
     connections: Arc<Connections>,
+    scheduled: Vec<(JobName, String)>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), RunnerError>>,
 }
@@ -252,8 +348,16 @@ impl Runner {
         if authorizer.is_open() && !config.listen.ip().is_loopback() && !config.auth.insecure {
             return Err(RunnerError::Insecure(config.listen));
         }
-        let store = open_store(&config).await?;
-        let store_error = |source| RunnerError::Store { place: store_place(&config), source };
+        let store = open_store(&config.data, Options::default()).await?;
+        let store_error = |source| RunnerError::Store { place: store_place(&config.data), source };
+        let schedules = if config.jobs.template.as_os_str().is_empty() {
+            Vec::new()
+        } else if config.jobs.template.exists() {
+            template::read(&config.jobs.template, &BTreeMap::new()).map_err(RunnerError::Template)?
+        } else {
+            tracing::warn!(template = %config.jobs.template.display(), "no template: no job runs on a schedule (--template names one)");
+            Vec::new()
+        };
         let feed = store.change_feed().await.map_err(store_error)?;
         let bind = |addr: SocketAddr| async move {
             let listener =
@@ -295,7 +399,14 @@ impl Runner {
             max_connection: Duration::from_secs(config.max_connection_secs),
             stopping: stopping.clone(),
         });
-        let fanout = Fanout::new(store, connections.clone());
+        let schedule_clock = config.schedule_clock.clock();
+        let jobs = Arc::new(jobs(&config.data, &config.jobs, store.clone(), schedule_clock.clone()).await);
+        let scheduled: Vec<(JobName, String)> =
+            schedules.iter().filter(|s| s.enabled).map(|s| (s.job, s.schedule.to_string())).collect();
+        let scheduler_task = tokio::spawn(
+            scheduler::Scheduler::new(schedules, jobs, schedule_clock, config.jobs.job_retries).run(stopping.clone()),
+        );
+        let fanout = Fanout::new(store, connections.clone()).counting();
         let open_sockets = connections.clone();
         let fanout_task = tokio::spawn(run_fanout(feed, fanout, stopping.clone()));
 
@@ -319,10 +430,16 @@ impl Runner {
             }
             let _ = management_task.await;
             let _ = fanout_task.await;
+            let _ = scheduler_task.await;
             Ok(())
         });
         tracing::info!(%local_addr, %management_addr, open, "listening");
-        Ok(Runner { local_addr, management_addr, open, connections: open_sockets, stop, task })
+        Ok(Runner { local_addr, management_addr, open, connections: open_sockets, scheduled, stop, task })
+    }
+
+    /// The jobs on a schedule, and their schedules.
+    pub fn scheduled_jobs(&self) -> &[(JobName, String)] {
+        &self.scheduled
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -468,17 +585,34 @@ pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
-fn store_place(config: &Config) -> String {
+pub fn store_place(config: &StoreArgs) -> String {
     match config.store {
         StoreKind::Embedded => format!("embedded, in {}", config.data_dir.display()),
         StoreKind::Dynamodb => format!("DynamoDB table {}", config.table),
     }
 }
 
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, RunnerError> {
+/// The jobs on this store: its backups (files for the embedded store, on-demand backups for
+/// DynamoDB), and reports kept in the store and pushed to the `reports` room (publishing them to
+/// EventBridge is the deployed report function's part).
+pub async fn jobs(data: &StoreArgs, settings: &JobsArgs, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Jobs {
+    let jobs = Jobs::new(store, clock, settings.settings());
+    match data.store {
+        StoreKind::Embedded => {
+            jobs.with_backups(Arc::new(LocalBackups::new(&data.data_dir, data.backup_dir(settings))))
+        }
+        StoreKind::Dynamodb => {
+            let sdk = livesync_dynamodb::sdk_config().await;
+            jobs.with_backups(Arc::new(livesync_dynamodb::DynamoBackups::new(&sdk, &data.table)))
+        }
+    }
+}
+
+/// Opens the store. `options` matter to the embedded store only.
+pub async fn open_store(config: &StoreArgs, options: Options) -> Result<Arc<dyn Store>, RunnerError> {
     let error = |source| RunnerError::Store { place: store_place(config), source };
     match config.store {
-        StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.data_dir, Options::default()).map_err(error)?)),
+        StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.data_dir, options).map_err(error)?)),
         StoreKind::Dynamodb => {
             let sdk = livesync_dynamodb::sdk_config().await;
             if config.create_tables {

@@ -1,9 +1,11 @@
-//! `cargo run`: the LiveSync local runner (and `livesync token`, which mints tokens for it).
+//! `cargo run`: the LiveSync local runner, and the `livesync` commands beside it (`token`,
+//! `jobs`, `backups`, `restore`, `report`, `cron`).
 
 use clap::Parser;
 use livesync_core::clock::{Clock, SystemClock};
 use livesync_core::engine::Chain;
-use livesync_runner::cli::{Cli, Command};
+use livesync_runner::cli::{BackupsCommand, Cli, Command, JobsCommand};
+use livesync_runner::commands;
 use livesync_runner::{Config, Runner, StoreKind};
 use std::process::ExitCode;
 use tracing_subscriber::filter::Targets;
@@ -26,6 +28,13 @@ async fn main() -> ExitCode {
         Some(Command::Token(args)) => {
             args.mint(SystemClock.now_ms() / 1000).map(|token| println!("{token}")).map_err(Into::into)
         }
+        Some(Command::Jobs(JobsCommand::List(args))) => commands::jobs_list(&args),
+        Some(Command::Jobs(JobsCommand::Run(args))) => commands::jobs_run(&args).await,
+        Some(Command::Jobs(JobsCommand::Runs(args))) => commands::jobs_runs(&args).await,
+        Some(Command::Backups(BackupsCommand::List(args))) => commands::backups_list(&args).await,
+        Some(Command::Restore(args)) => commands::restore(&args),
+        Some(Command::Report(args)) => commands::report(&args).await,
+        Some(Command::Cron(args)) => commands::cron(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,9 +48,9 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let runner = Runner::start(config.clone()).await?;
-    let data = match config.store {
-        StoreKind::Embedded => format!("data in {}", config.data_dir.display()),
-        StoreKind::Dynamodb => format!("data in DynamoDB table {}", config.table),
+    let data = match config.data.store {
+        StoreKind::Embedded => format!("data in {}", config.data.data_dir.display()),
+        StoreKind::Dynamodb => format!("data in DynamoDB table {}", config.data.table),
     };
     eprintln!("LiveSync local runner on {} ({data})", runner.url());
     if runner.is_open() {
@@ -52,6 +61,9 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("  tokens required on connect: ?token=<JWT> (mint one with `livesync token`)");
     }
     eprintln!("  connection management API (SigV4) on http://{}", runner.management_addr());
+    for (job, schedule) in runner.scheduled_jobs() {
+        eprintln!("  {job} job on {schedule}, from {}", config.jobs.template.display());
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     runner.shutdown().await?;

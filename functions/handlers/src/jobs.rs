@@ -1,0 +1,134 @@
+//! The backup and report functions' handler: a scheduled invocation in, one run of the job out.
+//!
+//! Two shapes of invocation are understood:
+//!
+//! * **EventBridge Scheduler** (the template's `ScheduleV2` events), whose `Input` carries the
+//!   scheduled time through Scheduler's context attributes:
+//!   `{"job": "backup", "scheduledTime": "<aws.scheduler.scheduled-time>", "executionId": ..., "attempt": ...}`;
+//! * **an EventBridge rule** (`Schedule` events): `{"detail-type": "Scheduled Event", "time": ...}`.
+//!
+//! Either way the run is keyed by the job and the scheduled time, so a duplicate delivery does
+//! nothing (see `livesync_core::jobs::runs`). A failed run is returned as an error: Lambda then
+//! retries the asynchronous invocation with the same payload, and the retry takes the run over;
+//! after the last retry the event goes to the dead-letter queue, whose alarm tells an
+//! administrator.
+
+use livesync_core::engine::Chain;
+use livesync_core::jobs::runs::RunRecord;
+use livesync_core::jobs::{JobError, JobName, Jobs, RunOutcome, Trigger};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduledError {
+    #[error(
+        "the invocation names no scheduled time: give the schedule an Input with \"scheduledTime\": \
+         \"<aws.scheduler.scheduled-time>\" (as template.yaml does), or use an EventBridge rule"
+    )]
+    NoScheduledTime,
+    #[error("the scheduled time {0:?} is not an RFC 3339 time")]
+    BadTime(String),
+    #[error("this function runs the {expected} job, but the invocation asks for {asked:?}")]
+    WrongJob { expected: JobName, asked: String },
+    #[error("the {job} run of {scheduled} failed")]
+    Failed {
+        job: JobName,
+        scheduled: String,
+        #[source]
+        source: JobError,
+    },
+}
+
+/// What one invocation asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub scheduled: jiff::Timestamp,
+    /// Scheduler's attempt number or the rule event's id, for the log.
+    pub delivery: Option<String>,
+}
+
+/// Reads the scheduled time out of a Scheduler input or an EventBridge rule event.
+pub fn invocation(job: JobName, payload: &Value) -> Result<Invocation, ScheduledError> {
+    if let Some(asked) = payload.get("job").and_then(Value::as_str)
+        && asked != job.name()
+    {
+        return Err(ScheduledError::WrongJob { expected: job, asked: asked.to_owned() });
+    }
+    let (time, delivery) = if let Some(time) = payload.get("scheduledTime").and_then(Value::as_str) {
+        let execution = payload.get("executionId").and_then(Value::as_str);
+        let attempt = payload.get("attempt").map(|a| a.to_string().trim_matches('"').to_owned());
+        (time, execution.map(|e| format!("{e} attempt {}", attempt.unwrap_or_default())))
+    } else if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
+        let time = payload.get("time").and_then(Value::as_str).ok_or(ScheduledError::NoScheduledTime)?;
+        (time, payload.get("id").and_then(Value::as_str).map(str::to_owned))
+    } else {
+        return Err(ScheduledError::NoScheduledTime);
+    };
+    let scheduled = time.parse().map_err(|_| ScheduledError::BadTime(time.to_owned()))?;
+    Ok(Invocation { scheduled, delivery })
+}
+
+/// Runs the job for the invocation's scheduled time.
+pub async fn scheduled(jobs: &Jobs, job: JobName, payload: Value) -> Result<RunOutcome, ScheduledError> {
+    let Invocation { scheduled, delivery } = invocation(job, &payload)?;
+    tracing::info!(job = job.name(), %scheduled, delivery, "scheduled invocation");
+    jobs.run(job, scheduled, Trigger::Schedule).await.map_err(|source| {
+        tracing::error!(job = job.name(), %scheduled, error = %Chain(&source), "scheduled run failed; it will be retried");
+        ScheduledError::Failed { job, scheduled: livesync_core::jobs::run_time(scheduled), source }
+    })
+}
+
+/// The function's answer: what this invocation did, and the run's record.
+pub fn answer(outcome: &RunOutcome) -> Value {
+    let (name, record) = match outcome {
+        RunOutcome::Ran(record) => ("ran", record),
+        RunOutcome::AlreadyDone(record) => ("already_done", record),
+        RunOutcome::Busy(record) => ("busy", record),
+    };
+    json!({ "outcome": name, "run": record })
+}
+
+/// A CloudWatch embedded-metric-format line for a finished run: CloudWatch Logs turns it into
+/// metrics (namespace `LiveSync`, dimension `Job`) with no API call from the function.
+pub fn metrics_line(job: JobName, record: Option<&RunRecord>, failed: bool, now_ms: u64) -> String {
+    let mut metrics =
+        vec![json!({"Name": "JobSucceeded", "Unit": "Count"}), json!({"Name": "JobFailed", "Unit": "Count"})];
+    let mut line = json!({
+        "Job": job.name(),
+        "JobSucceeded": u8::from(!failed),
+        "JobFailed": u8::from(failed),
+    });
+    let mut add = |name: &str, unit: &str, value: Value| {
+        if !value.is_null() {
+            metrics.push(json!({"Name": name, "Unit": unit}));
+            line[name] = value;
+        }
+    };
+    if let Some(record) = record {
+        add("JobDurationMs", "Milliseconds", json!(record.duration_ms));
+        let summary: Value =
+            record.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
+        match job {
+            JobName::Backup => {
+                add("BackupItems", "Count", summary["backup"]["items"].clone());
+                add("BackupBytes", "Bytes", summary["backup"]["bytes"].clone());
+                add("BackupsDeleted", "Count", json!(summary["deleted"].as_array().map(Vec::len)));
+            }
+            JobName::Report => {
+                for (name, field) in [
+                    ("ReportEvents", "events"),
+                    ("ReportDocVersions", "doc_versions"),
+                    ("ReportConflicts", "conflicts"),
+                    ("ReportUnitsSold", "units_sold"),
+                    ("ReportRestockSkus", "restock"),
+                ] {
+                    add(name, "Count", summary["totals"][field].clone());
+                }
+            }
+        }
+    }
+    line["_aws"] = json!({
+        "Timestamp": now_ms,
+        "CloudWatchMetrics": [{"Namespace": "LiveSync", "Dimensions": [["Job"]], "Metrics": metrics}],
+    });
+    line.to_string()
+}
