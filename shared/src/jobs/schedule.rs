@@ -254,7 +254,10 @@ fn parse_rate(expression: &str, body: &str) -> Result<SignedDuration, ScheduleEr
     let value: i64 = match value.parse() {
         Ok(n) if n > 0 => n,
         _ => {
-            return Err(invalid(expression, format!("the rate's value must be a positive whole number, not {value:?}")));
+            return Err(invalid(
+                expression,
+                format!("the rate's value must be a positive whole number, not {value:?}"),
+            ));
         }
     };
     let (seconds, singular) = match unit {
