@@ -77,6 +77,15 @@ async fn embedded(dir: &Path) -> Arc<dyn Store> {
     Arc::new(EmbeddedStore::open(dir, Options::default()).unwrap())
 }
 
+/// Waits for the backup run of `scheduled` to have succeeded.
+async fn succeeded(store: &dyn Store, scheduled: &str) {
+    eventually(
+        async || runs::get(store, "backup", scheduled).await.unwrap().filter(|r| r.status == RunStatus::Succeeded),
+        || {},
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_fires_the_templates_schedule_on_a_clock_the_test_moves() {
     let scratch = tempfile::tempdir().unwrap();
@@ -112,16 +121,13 @@ async fn the_runner_fires_the_templates_schedule_on_a_clock_the_test_moves() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(runs::list(store.as_ref(), "backup", 10).await.unwrap().len(), 1);
     clock.set(ms("2026-12-03T02:00:00Z"));
-    eventually(
-        async || {
-            runs::get(store.as_ref(), "backup", "2026-12-03T02:00:00Z")
-                .await
-                .unwrap()
-                .filter(|r| r.status == RunStatus::Succeeded)
-        },
-        || {},
-    )
-    .await;
+    succeeded(store.as_ref(), "2026-12-03T02:00:00Z").await;
+    // AND after the machine slept three days, it runs once, late, for the last fire only
+    clock.set(ms("2026-12-06T02:30:00Z"));
+    succeeded(store.as_ref(), "2026-12-06T02:00:00Z").await;
+    let scheduled: Vec<String> =
+        runs::list(store.as_ref(), "backup", 10).await.unwrap().into_iter().map(|r| r.scheduled).collect();
+    assert_eq!(scheduled, ["2026-12-06T02:00:00Z", "2026-12-03T02:00:00Z", "2026-12-02T02:00:00Z"]);
     local.stop().await;
 }
 
@@ -142,6 +148,17 @@ async fn a_failing_scheduled_run_is_retried_and_its_failure_stays_visible() {
     .await;
     let store = embedded(local.data_dir()).await;
     clock.set(ms("2026-12-02T02:00:00Z"));
+    // The first attempt fails (the clock stays put: a fire more than an hour late is dropped).
+    eventually(
+        async || {
+            runs::get(store.as_ref(), "backup", "2026-12-02T02:00:00Z")
+                .await
+                .unwrap()
+                .filter(|r| r.status == RunStatus::Failed)
+        },
+        || {},
+    )
+    .await;
     // Lambda's schedule of retries: a minute, then two, after each failure. The clock is moved
     // on a little at a time until the third attempt has failed.
     let moving = clock.clone();

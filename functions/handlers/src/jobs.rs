@@ -132,3 +132,56 @@ pub fn metrics_line(job: JobName, record: Option<&RunRecord>, failed: bool, now_
     });
     line.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(job: &str, summary: Value) -> RunRecord {
+        serde_json::from_value(json!({
+            "job": job, "scheduled": "2026-12-02T02:00:00Z", "status": "succeeded", "attempt": 1,
+            "trigger": "schedule", "started_ms": 1, "finished_ms": 1201, "duration_ms": 1200,
+            "summary": summary.to_string(), "error": null,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_backup_run_becomes_cloudwatch_metrics_of_its_duration_items_and_bytes() {
+        let summary = json!({"backup": {"name": "b", "location": "arn", "created_ms": 1, "items": 42, "bytes": 9000}, "reused": false, "deleted": ["old"]});
+        let line: Value =
+            serde_json::from_str(&metrics_line(JobName::Backup, Some(&record("backup", summary)), false, 7)).unwrap();
+        assert_eq!(line["Job"], "backup");
+        assert_eq!(
+            (line["JobDurationMs"].clone(), line["BackupItems"].clone(), line["BackupBytes"].clone()),
+            (json!(1200), json!(42), json!(9000))
+        );
+        assert_eq!(
+            (line["JobSucceeded"].clone(), line["JobFailed"].clone(), line["BackupsDeleted"].clone()),
+            (json!(1), json!(0), json!(1))
+        );
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(line["_aws"]["Timestamp"], 7);
+        assert_eq!(directive["Namespace"], "LiveSync");
+        assert_eq!(directive["Dimensions"], json!([["Job"]]));
+        let names: Vec<&str> =
+            directive["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
+        // Every metric named in the directive is a member of the line, as CloudWatch requires.
+        assert!(names.iter().all(|name| line.get(name).is_some()), "{names:?}");
+        assert!(names.contains(&"BackupBytes") && names.contains(&"JobDurationMs"));
+    }
+
+    #[test]
+    fn a_failed_run_is_one_failure_and_a_report_run_carries_its_figures() {
+        let failed: Value = serde_json::from_str(&metrics_line(JobName::Report, None, true, 7)).unwrap();
+        assert_eq!((failed["JobFailed"].clone(), failed["JobSucceeded"].clone()), (json!(1), json!(0)));
+        assert!(failed.get("JobDurationMs").is_none());
+        let summary = json!({"date": "2026-12-02", "totals": {"rooms": 2, "events": 16, "doc_versions": 2, "text_edits": 0, "conflicts": 1, "units_sold": 7, "restock": 2}, "pushed_seq": 1});
+        let line: Value =
+            serde_json::from_str(&metrics_line(JobName::Report, Some(&record("report", summary)), false, 7)).unwrap();
+        assert_eq!(
+            (line["ReportEvents"].clone(), line["ReportUnitsSold"].clone(), line["ReportRestockSkus"].clone()),
+            (json!(16), json!(7), json!(2))
+        );
+    }
+}

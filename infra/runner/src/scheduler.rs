@@ -19,6 +19,9 @@ use tokio::sync::watch;
 /// The wait before the first retry; each further retry waits one more of these.
 const RETRY_DELAY: Duration = Duration::from_secs(60);
 
+/// How late a fire may still run (the template's `MaximumEventAgeInSeconds`).
+const MAX_EVENT_AGE: jiff::SignedDuration = jiff::SignedDuration::from_secs(3600);
+
 pub struct Scheduler {
     schedules: Vec<ScheduledJob>,
     jobs: Arc<Jobs>,
@@ -53,11 +56,22 @@ impl Scheduler {
                     () = crate::stopped(&mut stopping) => return,
                 }
             }
+            let now = timestamp(now_ms);
             for (entry, at) in self.schedules.iter().zip(next.iter_mut()) {
-                if *at == Some(due) {
-                    tokio::spawn(invoke(self.jobs.clone(), self.clock.clone(), entry.clone(), due, self.retries));
-                    *at = entry.schedule.next_after(due);
+                if *at != Some(due) {
+                    continue;
                 }
+                // After a long sleep of the machine, fire times past Scheduler's event age
+                // (MaximumEventAgeInSeconds) are dropped, as Scheduler drops them: the schedule
+                // goes on from the first fire still young enough.
+                if now.duration_since(due) > MAX_EVENT_AGE {
+                    tracing::warn!(job = entry.job.name(), scheduled = %due, "missed by more than an hour (was the machine asleep?); skipped");
+                    *at = entry.schedule.next_after(now - MAX_EVENT_AGE);
+                    continue;
+                }
+                tokio::spawn(invoke(self.jobs.clone(), self.clock.clone(), entry.clone(), due, self.retries));
+                // One late run at most: the next fire is the first after now.
+                *at = entry.schedule.next_after(due.max(now));
             }
         }
     }

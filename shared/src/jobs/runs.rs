@@ -9,12 +9,12 @@
 
 use crate::layout;
 use crate::store::{Attr, Condition, Item, Store, StoreError, Update, Write};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Rounds of claiming at most: each lost round means another claim of the same record went in.
 const MAX_CLAIMS: usize = 16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Running,
@@ -36,8 +36,8 @@ impl RunStatus {
     }
 }
 
-/// One run of a job for one scheduled time, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One run of a job for one scheduled time, as recorded (and as the job functions answer it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub job: String,
     /// The time the schedule named (RFC 3339, UTC): the run's identity.
@@ -53,7 +53,7 @@ pub struct RunRecord {
     /// The job's figures (JSON), on success.
     pub summary: Option<String>,
     pub error: Option<String>,
-    #[serde(skip)]
+    #[serde(skip, default)]
     lease_until_ms: u64,
 }
 

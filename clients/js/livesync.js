@@ -1,0 +1,513 @@
+// LiveSync's browser (and Node) client: one module, no dependencies.
+//
+// It keeps the protocol's guarantees for the application, across flaky networks:
+// - every room's events reach `onEvent` once each, in seq order, none missing: repeats are
+//   dropped by seq, a gap in pushed seqs is filled with `sync` (page after page, while `more`),
+//   and live pushes that arrive while a backlog is paged in are held until it is done;
+// - the connection comes back by itself (exponential backoff with jitter), rejoins every room
+//   with `since` = the last seq seen, and sends again every request still unanswered, writes
+//   with the same `id`, so nothing is applied twice;
+// - a ping keeps the connection inside API Gateway's 10-minute idle timeout.
+//
+// Helpers for shared state: `doc` (read-modify-write that rebases on a conflict), `text`
+// (operational transformation, ot.js's client), `stock`, `presence`.
+
+import { TextClient, TextOperation, diff } from './ot.js';
+
+export { TextOperation, TextClient, diff };
+
+// A refusal from the server: `code` is the protocol's error code (`conflict`, `forbidden`...).
+export class LiveSyncError extends Error {
+  constructor(frame) {
+    super(frame.message ?? frame.code);
+    this.name = 'LiveSyncError';
+    this.code = frame.code;
+    this.current = frame.current;
+    this.level = frame.level;
+    this.retryAfterMs = frame.retry_after_ms;
+  }
+}
+
+let counter = 0;
+// An id for a write: unique per client, kept across its retries.
+export function newId(prefix = 'w') {
+  const random = globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  counter += 1;
+  return `${prefix}-${random}-${counter}`;
+}
+
+const DEFAULTS = {
+  token: undefined,
+  initialBackoffMs: 250,
+  maxBackoffMs: 10_000,
+  // API Gateway closes a connection after 10 minutes without a message.
+  pingIntervalMs: 5 * 60_000,
+  // A connection attempt that neither opens nor fails in this time is given up and retried
+  // (a server going down can leave an attempt hanging).
+  connectTimeoutMs: 5_000,
+  // A request sent on an open connection and not answered in this time is refused with code
+  // `timeout` (a frame the server could not even parse is answered without its `ref`).
+  requestTimeoutMs: 30_000,
+  WebSocket: undefined,
+};
+
+export class LiveSync extends EventTarget {
+  constructor(url, options = {}) {
+    super();
+    this.options = { ...DEFAULTS, ...options };
+    this.url = url;
+    this.WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
+    if (!this.WebSocketImpl) throw new Error('no WebSocket implementation: pass options.WebSocket');
+    // 'connecting' | 'open' | 'reconnecting' | 'closed'
+    this.state = 'closed';
+    this.rooms = new Map();
+    this.pending = new Map();
+    this.nextRef = 0;
+    this.attempt = 0;
+    this.socket = null;
+    this.closing = false;
+    this.timer = null;
+    this.pinger = null;
+  }
+
+  // Opens the connection; resolves once it is open the first time.
+  connect() {
+    this.closing = false;
+    const opened = new Promise((resolve) => {
+      const onState = () => {
+        if (this.state === 'open') { this.removeEventListener('state', onState); resolve(); }
+      };
+      this.addEventListener('state', onState);
+    });
+    this.#open();
+    return opened;
+  }
+
+  // Closes for good: no reconnect; requests still unanswered are refused.
+  close() {
+    this.closing = true;
+    clearTimeout(this.timer);
+    clearInterval(this.pinger);
+    this.socket?.close(1000);
+    for (const request of this.pending.values()) {
+      clearTimeout(request.timer);
+      request.reject(new LiveSyncError({ code: 'closed', message: 'the client was closed' }));
+    }
+    this.pending.clear();
+    this.#setState('closed');
+  }
+
+  // Cuts the socket as a network failure would (the client reconnects by itself).
+  drop() {
+    this.socket?.close(4000, 'dropped');
+  }
+
+  #setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.dispatchEvent(new CustomEvent('state', { detail: state }));
+  }
+
+  #open() {
+    this.#setState(this.attempt === 0 && this.state !== 'reconnecting' ? 'connecting' : 'reconnecting');
+    const url = this.options.token ? `${this.url}${this.url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.options.token)}` : this.url;
+    let socket;
+    try {
+      socket = new this.WebSocketImpl(url);
+    } catch (error) {
+      this.#scheduleReconnect();
+      return;
+    }
+    this.socket = socket;
+    const giveUp = setTimeout(() => {
+      if (socket.readyState === 0) { socket.close(); this.#lost(socket); }
+    }, this.options.connectTimeoutMs);
+    socket.onopen = () => {
+      clearTimeout(giveUp);
+      this.attempt = 0;
+      this.#setState('open');
+      clearInterval(this.pinger);
+      this.pinger = setInterval(() => this.request({ action: 'ping' }).catch(() => {}), this.options.pingIntervalMs);
+      // Rooms first (their backlog pages in), then every request still unanswered.
+      for (const room of this.rooms.values()) room._rejoin();
+      for (const request of this.pending.values()) if (!request.sent) this.#transmit(request);
+    };
+    socket.onmessage = (message) => {
+      let frame;
+      try { frame = JSON.parse(message.data); } catch { return; }
+      this.#receive(frame);
+    };
+    socket.onclose = () => { clearTimeout(giveUp); this.#lost(socket); };
+    // Browsers follow a failed attempt's `error` with `close`; Node 20's WebSocket does not.
+    socket.onerror = () => {
+      if (socket.readyState !== 1) { clearTimeout(giveUp); this.#lost(socket); }
+    };
+  }
+
+  // The socket is gone (closed, failed, or given up): once per socket.
+  #lost(socket) {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    clearInterval(this.pinger);
+    for (const request of this.pending.values()) request.sent = false;
+    for (const room of this.rooms.values()) room._disconnected();
+    if (!this.closing) this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect() {
+    this.#setState('reconnecting');
+    const ceiling = Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** this.attempt);
+    // Full jitter: clients cut off together do not all come back at the same instant.
+    const wait = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.attempt += 1;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.#open(), wait);
+  }
+
+  #transmit(request) {
+    if (this.socket && this.socket.readyState === 1) {
+      this.socket.send(JSON.stringify(request.frame));
+      request.sent = true;
+      clearTimeout(request.timer);
+      request.timer = setTimeout(() => {
+        if (this.pending.get(request.frame.ref) !== request || !request.sent) return;
+        this.pending.delete(request.frame.ref);
+        request.reject(new LiveSyncError({ code: 'timeout', message: `no reply to ${request.frame.action} in ${this.options.requestTimeoutMs} ms` }));
+      }, this.options.requestTimeoutMs);
+    }
+  }
+
+  // Sends a frame and resolves with its reply (rejects with a LiveSyncError on an `error`).
+  // Unanswered requests are sent again after a reconnect: give writes an `id`.
+  request(frame) {
+    this.nextRef += 1;
+    const ref = `r${this.nextRef}`;
+    return new Promise((resolve, reject) => {
+      const request = { frame: { ...frame, ref }, resolve, reject, sent: false };
+      this.pending.set(ref, request);
+      this.#transmit(request);
+    });
+  }
+
+  #receive(frame) {
+    if (frame.ref !== undefined && this.pending.has(frame.ref)) {
+      const request = this.pending.get(frame.ref);
+      this.pending.delete(frame.ref);
+      clearTimeout(request.timer);
+      if (frame.type === 'error') {
+        // The server failed (`internal`): the write may or may not be applied; an id makes
+        // trying again safe.
+        if (frame.code === 'internal' && request.frame.id !== undefined) {
+          setTimeout(() => { this.pending.set(frame.ref, request); this.#transmit(request); }, 200);
+          return;
+        }
+        request.reject(new LiveSyncError(frame));
+      } else {
+        request.resolve(frame);
+      }
+      return;
+    }
+    if (frame.type === 'event') this.rooms.get(frame.room)?._pushed([frame]);
+    else if (frame.type === 'events') this.rooms.get(frame.room)?._pushed(frame.events);
+  }
+
+  // A room: its events come to `onEvent(event)` once each, in order. `since`: the last seq the
+  // application already has (omitted: only new events). `user`: join as a member (presence).
+  room(name, { since, user, onEvent } = {}) {
+    let room = this.rooms.get(name);
+    if (!room) {
+      room = new Room(this, name, since ?? null, user);
+      this.rooms.set(name, room);
+      if (this.state === 'open') room._rejoin();
+    }
+    if (onEvent) room.addEventListener('event', (e) => onEvent(e.detail));
+    return room;
+  }
+
+  publish(room, data, { id } = {}) {
+    return this.request({ action: 'publish', room, data, id: id ?? newId('m') });
+  }
+
+  doc(room, name) { return new Doc(this.room(room), name); }
+  text(room, name) { return new Text(this.room(room), name); }
+  stock(room) { return new Stock(this.room(room)); }
+  presence(room) { return new Presence(this.room(room)); }
+}
+
+export class Room extends EventTarget {
+  constructor(client, name, since, user) {
+    super();
+    this.client = client;
+    this.name = name;
+    // The last seq delivered; null until the first join tells the head.
+    this.lastSeq = since;
+    this.user = user;
+    // While joining or paging in a backlog, pushes wait here.
+    this.catchingUp = true;
+    this.held = [];
+    this.joined = new Promise((resolve) => { this.resolveJoined = resolve; });
+  }
+
+  _disconnected() {
+    this.catchingUp = true;
+    this.held = [];
+  }
+
+  async _rejoin() {
+    this.catchingUp = true;
+    const frame = { action: 'join', room: this.name };
+    if (this.user !== undefined) frame.user = this.user;
+    if (this.lastSeq !== null) frame.since = this.lastSeq;
+    let reply;
+    try {
+      reply = await this.client.request(frame);
+    } catch (error) {
+      this.dispatchEvent(new CustomEvent('error', { detail: error }));
+      return;
+    }
+    if (this.lastSeq === null) this.lastSeq = reply.seq;
+    this.#deliverAll(reply.events);
+    if (reply.more) await this.#page();
+    this.#release();
+    this.resolveJoined(reply);
+  }
+
+  // Pages in everything after lastSeq.
+  async #page() {
+    for (;;) {
+      const reply = await this.client.request({ action: 'sync', room: this.name, since: this.lastSeq });
+      this.#deliverAll(reply.events);
+      if (!reply.more) return;
+    }
+  }
+
+  // Delivers the held pushes, in seq order, after a join or a gap fill.
+  #release() {
+    const held = this.held.sort((a, b) => a.seq - b.seq);
+    this.held = [];
+    this.catchingUp = false;
+    this._pushed(held);
+  }
+
+  _pushed(events) {
+    if (this.catchingUp) {
+      this.held.push(...events);
+      return;
+    }
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i];
+      if (event.seq <= this.lastSeq) continue;
+      if (event.seq === this.lastSeq + 1) {
+        this.#deliver(event);
+        continue;
+      }
+      // A gap: hold this and what follows, fill the gap, then carry on.
+      this.catchingUp = true;
+      this.held.push(...events.slice(i));
+      this.#page().then(() => this.#release(), () => { this.catchingUp = false; });
+      return;
+    }
+  }
+
+  #deliverAll(events) {
+    for (const event of events ?? []) if (event.seq > this.lastSeq) this.#deliver(event);
+  }
+
+  #deliver(event) {
+    this.lastSeq = event.seq;
+    this.dispatchEvent(new CustomEvent('event', { detail: event }));
+  }
+
+  publish(data, options) { return this.client.publish(this.name, data, options); }
+  leave() {
+    this.client.rooms.delete(this.name);
+    return this.client.request({ action: 'leave', room: this.name });
+  }
+}
+
+// A versioned JSON document. `update(change)` applies `change(value)` to the latest version and
+// writes it; when another write came first (`conflict`), it applies `change` again to that one.
+export class Doc extends EventTarget {
+  constructor(room, name) {
+    super();
+    this.room = room;
+    this.name = name;
+    this.version = 0;
+    this.value = null;
+    room.addEventListener('event', (e) => {
+      const event = e.detail;
+      if (event.kind === 'doc' && event.data.doc === this.name && event.data.version > this.version) this.#set(event.data);
+    });
+  }
+
+  #set(state) {
+    this.version = state.version;
+    this.value = state.deleted ? null : state.value;
+    this.dispatchEvent(new CustomEvent('change', { detail: { version: this.version, value: this.value } }));
+  }
+
+  async get() {
+    try {
+      const doc = await this.room.client.request({ action: 'doc.get', room: this.room.name, doc: this.name });
+      if (doc.version >= this.version) this.#set(doc);
+    } catch (error) {
+      if (error.code !== 'not_found') throw error;
+    }
+    return { version: this.version, value: this.value };
+  }
+
+  async update(change, { strategy, attempts = 20 } = {}) {
+    let base = { version: this.version, value: this.value };
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const frame = { action: 'doc.put', room: this.room.name, doc: this.name, base: base.version, value: change(base.value), id: newId('d') };
+      if (strategy && base.version === 0) frame.strategy = strategy;
+      try {
+        const doc = await this.room.client.request(frame);
+        if (doc.version >= this.version) this.#set(doc);
+        return doc;
+      } catch (error) {
+        if (error.code !== 'conflict' || !error.current) throw error;
+        // Rebase: the change, on what is there now.
+        this.dispatchEvent(new CustomEvent('conflict', { detail: error.current }));
+        base = { version: error.current.version, value: error.current.deleted ? null : error.current.value };
+      }
+    }
+    throw new Error(`doc ${this.name}: still conflicting after ${attempts} attempts`);
+  }
+}
+
+// A collaborative text. `edit(newValue)` sends the change from the current value; remote edits
+// arrive on 'change' with the new value. Every client converges on the server's text.
+export class Text extends EventTarget {
+  constructor(room, name) {
+    super();
+    this.room = room;
+    this.name = name;
+    this.value = '';
+    this.client = null;
+    this.inflightId = null;
+    this.early = [];
+    room.addEventListener('event', (e) => {
+      const event = e.detail;
+      if (event.kind === 'text' && event.data.doc === this.name) this.#remote(event);
+    });
+  }
+
+  async load() {
+    let state = { rev: 0, text: '' };
+    try {
+      state = await this.room.client.request({ action: 'text.get', room: this.room.name, doc: this.name });
+    } catch (error) {
+      if (error.code !== 'not_found') throw error;
+    }
+    this.value = state.text;
+    this.client = new TextClient(state.rev, (rev, op) => this.#send(rev, op));
+    const early = this.early;
+    this.early = [];
+    for (const event of early) this.#remote(event);
+    this.dispatchEvent(new CustomEvent('change', { detail: this.value }));
+    return this.value;
+  }
+
+  #send(rev, op) {
+    this.inflightId = newId('t');
+    this.room.client
+      .request({ action: 'text.edit', room: this.room.name, doc: this.name, rev, ops: op.toJSON(), id: this.inflightId })
+      .catch((error) => {
+        // A refused edit (too far behind, or not fitting the text) cannot be kept: start again
+        // from the server's text, dropping the local edits not yet accepted.
+        this.dispatchEvent(new CustomEvent('error', { detail: error }));
+        if (this.room.client.state !== 'closed') this.load().catch(() => {});
+      });
+  }
+
+  // Events are the one order: our own edit's event acknowledges it; others' are transformed
+  // past what we have not had acknowledged yet.
+  #remote(event) {
+    if (this.client === null) { this.early.push(event); return; }
+    if (event.data.rev <= this.client.rev) return;
+    if (event.id === this.inflightId) {
+      this.inflightId = null;
+      this.client.serverAck();
+      return;
+    }
+    const op = this.client.applyServer(TextOperation.fromJSON(event.data.ops));
+    this.value = op.apply(this.value);
+    this.dispatchEvent(new CustomEvent('change', { detail: this.value }));
+  }
+
+  edit(newValue) {
+    if (this.client === null) throw new Error('load() the text first');
+    const op = diff(this.value, newValue);
+    if (op.isNoop()) return;
+    this.value = newValue;
+    this.client.applyLocal(op);
+  }
+}
+
+// Stock levels of a room's SKUs, live.
+export class Stock extends EventTarget {
+  constructor(room) {
+    super();
+    this.room = room;
+    this.levels = new Map();
+    room.addEventListener('event', (e) => {
+      const event = e.detail;
+      if (event.kind === 'stock') this.#set(event.data);
+    });
+  }
+
+  #set(level) {
+    const known = this.levels.get(level.sku);
+    if (known && known.version >= level.version) return;
+    this.levels.set(level.sku, level);
+    this.dispatchEvent(new CustomEvent('change', { detail: level }));
+  }
+
+  async load() {
+    let after;
+    for (;;) {
+      const page = await this.room.client.request({ action: 'stock.get', room: this.room.name, ...(after ? { after } : {}) });
+      for (const item of page.items) this.#set(item);
+      if (!page.more || page.items.length === 0) return this.levels;
+      after = page.items[page.items.length - 1].sku;
+    }
+  }
+
+  set(sku, level) {
+    return this.room.client.request({ action: 'stock.set', room: this.room.name, sku, level, id: newId('s') });
+  }
+
+  // A sale (negative delta) or a delivery. Give an order number as `id` to sell once however
+  // often it is retried.
+  adjust(sku, delta, { id } = {}) {
+    return this.room.client.request({ action: 'stock.adjust', room: this.room.name, sku, delta, id: id ?? newId('s') });
+  }
+}
+
+// Who is in a room (members that joined with a `user`), live.
+export class Presence extends EventTarget {
+  constructor(room) {
+    super();
+    this.room = room;
+    this.members = new Map();
+    room.addEventListener('event', (e) => {
+      const event = e.detail;
+      if (event.kind !== 'presence') return;
+      if (event.data.joined) this.members.set(event.data.joined.session, event.data.joined.user);
+      if (event.data.left) this.members.delete(event.data.left.session);
+      this.dispatchEvent(new CustomEvent('change', { detail: this.list() }));
+    });
+  }
+
+  async load() {
+    const reply = await this.room.client.request({ action: 'presence', room: this.room.name });
+    this.members = new Map(reply.members.map((m) => [m.session, m.user]));
+    this.dispatchEvent(new CustomEvent('change', { detail: this.list() }));
+    return this.list();
+  }
+
+  list() {
+    return [...this.members.entries()].map(([session, user]) => ({ session, user }));
+  }
+}
