@@ -415,8 +415,7 @@ async fn the_report_over_a_seeded_day_has_exactly_the_expected_figures_and_is_st
             // joined ann, joined bob, 5 messages, left bob; two members at once at most
             ("lobby".to_owned(), 8, 2, 0, 0),
             ("notes".to_owned(), 2, 0, 2, 1),
-            // the dashboard, before the report came
-            ("reports".to_owned(), 0, 1, 0, 0),
+            // (the dashboard's `reports` room is not the day's activity)
             ("shop".to_owned(), 6, 0, 0, 0),
         ]
     );
@@ -503,4 +502,19 @@ fn an_invocation_without_a_scheduled_time_or_for_another_job_is_refused_with_wha
     assert_eq!(wrong.to_string(), "this function runs the backup job, but the invocation asks for \"report\"");
     let parsed = invocation(JobName::Backup, &fixture("scheduler-backup.json")).unwrap();
     assert_eq!(parsed.scheduled.to_string(), "2026-12-02T02:00:00Z");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_made_earlier_never_replaces_a_later_one_of_the_same_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path()).await;
+    let later = report::compute(store.as_ref(), "2026-12-02", 5, "2026-12-02T23:55:00Z".to_owned()).await.unwrap();
+    let earlier = report::compute(store.as_ref(), "2026-12-02", 5, "2026-12-02T23:50:00Z".to_owned()).await.unwrap();
+    assert!(report::store_report(store.as_ref(), &later).await.unwrap());
+    // Two runs finishing out of order: the earlier one's figures do not win.
+    assert!(!report::store_report(store.as_ref(), &earlier).await.unwrap());
+    assert_eq!(
+        report::stored(store.as_ref(), "2026-12-02").await.unwrap().unwrap().generated_at,
+        "2026-12-02T23:55:00Z"
+    );
 }

@@ -9,7 +9,7 @@
 //! checks that SQLite reads it whole and that it holds what the manifest says, and only then
 //! moves it into place. A directory that holds data is never overwritten unless asked.
 
-use crate::{DATABASE_FILE, db};
+use crate::{DATABASE_FILE, DataDirLock, db};
 use async_trait::async_trait;
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -80,6 +80,28 @@ fn sqlite(what: &'static str) -> impl FnOnce(rusqlite::Error) -> BackupError {
     move |source| BackupError::Sqlite { what, source }
 }
 
+/// Whether `name` can name a backup: a bare file name of safe characters, so that the files
+/// derived from it stay in the backup folder whatever a manifest says.
+fn is_backup_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A manifest as read from disk, checked: its name is a backup name and its file is the one
+/// that name gives, beside it. Anything else (`"file": "../livesync.db"`) is not a backup.
+fn checked(manifest: Manifest, path: &Path) -> Result<Manifest, BackupError> {
+    if !is_backup_name(&manifest.name) || manifest.file != format!("{}{COMPRESSED}", manifest.name) {
+        return Err(BackupError::Refused(format!(
+            "{} is not a LiveSync manifest: its file must be {:?}, beside it",
+            path.display(),
+            format!("{}{COMPRESSED}", manifest.name)
+        )));
+    }
+    Ok(manifest)
+}
+
 /// Reports progress: bytes done of a total.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
@@ -101,11 +123,31 @@ pub fn take(
     }
     std::fs::create_dir_all(backup_dir).map_err(io("cannot create the backup folder", backup_dir))?;
     let snapshot_path = backup_dir.join(format!(".{name}.db.partial"));
-    let _ = std::fs::remove_file(&snapshot_path);
-    let source = Connection::open_with_flags(&source_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+    let partial = backup_dir.join(format!(".{name}{COMPRESSED}.partial"));
+    // Left by an attempt that was killed, or removed below when this one fails.
+    let remove_partials = || {
+        let _ = std::fs::remove_file(&snapshot_path);
+        let _ = std::fs::remove_file(&partial);
+    };
+    remove_partials();
+    let taken = snapshot_and_compress(&source_path, &snapshot_path, &partial, backup_dir, name, now_ms, progress);
+    remove_partials();
+    taken
+}
+
+fn snapshot_and_compress(
+    source_path: &Path,
+    snapshot_path: &Path,
+    partial: &Path,
+    backup_dir: &Path,
+    name: &str,
+    now_ms: u64,
+    progress: Progress<'_>,
+) -> Result<Manifest, BackupError> {
+    let source = Connection::open_with_flags(source_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(sqlite("opening the store to back it up"))?;
     source.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite("opening the store to back it up"))?;
-    let mut snapshot = Connection::open(&snapshot_path).map_err(sqlite("creating the snapshot"))?;
+    let mut snapshot = Connection::open(snapshot_path).map_err(sqlite("creating the snapshot"))?;
     {
         let backup = rusqlite::backup::Backup::new(&source, &mut snapshot).map_err(sqlite("starting the backup"))?;
         // All pages in one step: one read transaction, so one consistent snapshot. Steps of a few
@@ -118,12 +160,9 @@ pub fn take(
 
     let file = format!("{name}{COMPRESSED}");
     let compressed_path = backup_dir.join(&file);
-    let partial = backup_dir.join(format!(".{file}.partial"));
-    let database_bytes =
-        std::fs::metadata(&snapshot_path).map_err(io("cannot read the snapshot", &snapshot_path))?.len();
-    let (compressed_bytes, sha256) = compress(&snapshot_path, &partial, database_bytes, progress)?;
-    std::fs::rename(&partial, &compressed_path).map_err(io("cannot move the backup into place", &compressed_path))?;
-    let _ = std::fs::remove_file(&snapshot_path);
+    let database_bytes = std::fs::metadata(snapshot_path).map_err(io("cannot read the snapshot", snapshot_path))?.len();
+    let (compressed_bytes, sha256) = compress(snapshot_path, partial, database_bytes, progress)?;
+    std::fs::rename(partial, &compressed_path).map_err(io("cannot move the backup into place", &compressed_path))?;
 
     let manifest = Manifest {
         name: name.to_owned(),
@@ -243,7 +282,10 @@ pub fn list(backup_dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, BackupError> 
             && let Ok(text) = std::fs::read(&path)
             && let Ok(manifest) = serde_json::from_slice::<Manifest>(&text)
         {
-            backups.push((backup_dir.join(&manifest.file), manifest));
+            match checked(manifest, &path) {
+                Ok(manifest) => backups.push((backup_dir.join(&manifest.file), manifest)),
+                Err(error) => tracing::warn!(%error, "skipped"),
+            }
         }
     }
     backups.sort_by(|a, b| (a.1.created_ms, &a.1.name).cmp(&(b.1.created_ms, &b.1.name)));
@@ -264,6 +306,14 @@ pub fn manifest_of(file: &Path) -> Result<(PathBuf, Manifest), BackupError> {
     let text = std::fs::read(&manifest_path).map_err(io("cannot read the backup's manifest", &manifest_path))?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| BackupError::Refused(format!("{} is not a readable manifest: {e}", manifest_path.display())))?;
+    let manifest = checked(manifest, &manifest_path)?;
+    if manifest.name != stem {
+        return Err(BackupError::Refused(format!(
+            "{} names the backup {:?}, not {stem:?}",
+            manifest_path.display(),
+            manifest.name
+        )));
+    }
     Ok((folder.join(&manifest.file), manifest))
 }
 
@@ -281,7 +331,10 @@ pub fn holds_data(data_dir: &Path) -> Result<bool, BackupError> {
         // A file that is not a store (or an empty one without the table) holds nothing of ours;
         // but a file we cannot read is not ours to overwrite silently.
         Err(rusqlite::Error::SqliteFailure(_, Some(message))) if message.contains("no such table") => Ok(false),
-        Err(source) => Err(BackupError::Sqlite { what: "reading the data directory's store", source }),
+        Err(source) => Err(BackupError::Refused(format!(
+            "{} is not a store LiveSync can read ({source}); add --force to replace it",
+            path.display()
+        ))),
     }
 }
 
@@ -289,10 +342,11 @@ pub fn holds_data(data_dir: &Path) -> Result<bool, BackupError> {
 /// unless `force`; nothing in it changes until the restored copy has been checked.
 pub fn restore(file: &Path, data_dir: &Path, force: bool, progress: Progress<'_>) -> Result<Manifest, BackupError> {
     let (compressed, manifest) = manifest_of(file)?;
+    // Never under a runner: it would go on serving (and acknowledging writes into) the old file.
+    let _lock = DataDirLock::acquire(data_dir).map_err(|e| BackupError::Refused(e.to_string()))?;
     if !force && holds_data(data_dir)? {
         return Err(BackupError::Refused(format!(
-            "{} already holds data; restore into an empty directory, or add --force to replace it \
-             (stop any runner using it first)",
+            "{} already holds data; restore into an empty directory, or add --force to replace it",
             data_dir.display()
         )));
     }
@@ -306,46 +360,14 @@ pub fn restore(file: &Path, data_dir: &Path, force: bool, progress: Progress<'_>
     }
     std::fs::create_dir_all(data_dir).map_err(io("cannot create the data directory", data_dir))?;
     let partial = data_dir.join(format!(".{DATABASE_FILE}.restoring"));
-    {
-        let input = std::fs::File::open(&compressed).map_err(io("cannot read the backup", &compressed))?;
-        let mut decoder = GzDecoder::new(input);
-        let mut output = std::fs::File::create(&partial).map_err(io("cannot write the restored store", &partial))?;
-        let mut buffer = vec![0u8; CHUNK];
-        let mut done = 0u64;
-        loop {
-            let n = decoder.read(&mut buffer).map_err(io("cannot decompress the backup", &compressed))?;
-            if n == 0 {
-                break;
-            }
-            output.write_all(&buffer[..n]).map_err(io("cannot write the restored store", &partial))?;
-            done += n as u64;
-            progress(done, manifest.database_bytes);
+    let remove_partial = || {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(data_dir.join(format!(".{DATABASE_FILE}.restoring{suffix}")));
         }
-        output.sync_all().map_err(io("cannot write the restored store", &partial))?;
-    }
-    let check = (|| {
-        let connection = Connection::open_with_flags(&partial, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(sqlite("opening the restored store"))?;
-        let integrity: String = connection
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-            .map_err(sqlite("checking the restored store"))?;
-        if integrity != "ok" {
-            return Err(BackupError::Refused(format!(
-                "the restored store fails SQLite's integrity check: {integrity}"
-            )));
-        }
-        let counts = Counts::of(&connection)?;
-        if (counts.items, counts.events, counts.last_change) != (manifest.items, manifest.events, manifest.last_change)
-        {
-            return Err(BackupError::Refused(format!(
-                "the restored store holds {} items, {} events, last change {}; the manifest says {}, {}, {}",
-                counts.items, counts.events, counts.last_change, manifest.items, manifest.events, manifest.last_change
-            )));
-        }
-        Ok(())
-    })();
-    if let Err(error) = check {
-        let _ = std::fs::remove_file(&partial);
+    };
+    let unpacked = unpack_and_check(&compressed, &partial, &manifest, progress);
+    if let Err(error) = unpacked {
+        remove_partial();
         return Err(error);
     }
     let target = data_dir.join(DATABASE_FILE);
@@ -358,8 +380,53 @@ pub fn restore(file: &Path, data_dir: &Path, force: bool, progress: Progress<'_>
             Err(e) => return Err(io("cannot remove the old store's log", &stale)(e)),
         }
     }
-    std::fs::rename(&partial, &target).map_err(io("cannot move the restored store into place", &target))?;
+    let moved = std::fs::rename(&partial, &target).map_err(io("cannot move the restored store into place", &target));
+    remove_partial();
+    moved?;
     Ok(manifest)
+}
+
+/// Decompresses the backup to `partial` and checks it: SQLite reads it whole, and it holds what
+/// the manifest says.
+fn unpack_and_check(
+    compressed: &Path,
+    partial: &Path,
+    manifest: &Manifest,
+    progress: Progress<'_>,
+) -> Result<(), BackupError> {
+    {
+        let input = std::fs::File::open(compressed).map_err(io("cannot read the backup", compressed))?;
+        let mut decoder = GzDecoder::new(input);
+        let mut output = std::fs::File::create(partial).map_err(io("cannot write the restored store", partial))?;
+        let mut buffer = vec![0u8; CHUNK];
+        let mut done = 0u64;
+        loop {
+            let n = decoder.read(&mut buffer).map_err(io("cannot decompress the backup", compressed))?;
+            if n == 0 {
+                break;
+            }
+            output.write_all(&buffer[..n]).map_err(io("cannot write the restored store", partial))?;
+            done += n as u64;
+            progress(done, manifest.database_bytes);
+        }
+        output.sync_all().map_err(io("cannot write the restored store", partial))?;
+    }
+    let connection = Connection::open_with_flags(partial, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite("opening the restored store"))?;
+    let integrity: String = connection
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .map_err(sqlite("checking the restored store"))?;
+    if integrity != "ok" {
+        return Err(BackupError::Refused(format!("the restored store fails SQLite's integrity check: {integrity}")));
+    }
+    let counts = Counts::of(&connection)?;
+    if (counts.items, counts.events, counts.last_change) != (manifest.items, manifest.events, manifest.last_change) {
+        return Err(BackupError::Refused(format!(
+            "the restored store holds {} items, {} events, last change {}; the manifest says {}, {}, {}",
+            counts.items, counts.events, counts.last_change, manifest.items, manifest.events, manifest.last_change
+        )));
+    }
+    Ok(())
 }
 
 /// A progress callback a backup can own: bytes done of a total.
@@ -427,8 +494,15 @@ impl Backups for LocalBackups {
     }
 
     async fn delete(&self, backup: &BackupRecord) -> Result<(), JobError> {
-        let manifest_path = self.backup_dir.join(format!("{}{MANIFEST}", backup.name));
-        for path in [PathBuf::from(&backup.location), manifest_path] {
+        // Paths from the name alone (checked when listed), never from what a manifest says.
+        if !is_backup_name(&backup.name) {
+            return Err(JobError::failed(
+                "cannot delete an old backup",
+                format!("{:?} is not a backup name", backup.name),
+            ));
+        }
+        let files = [format!("{}{COMPRESSED}", backup.name), format!("{}{MANIFEST}", backup.name)];
+        for path in files.iter().map(|file| self.backup_dir.join(file)) {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

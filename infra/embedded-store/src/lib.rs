@@ -41,6 +41,50 @@ pub use db::SweepReport;
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "livesync.db";
 
+/// The file a process keeps locked while it serves (or restores) a data directory.
+pub const LOCK_FILE: &str = "livesync.lock";
+
+/// An exclusive claim on a data directory, released when dropped (or when the process dies: it
+/// is an OS file lock). One runner serves a directory at a time, and a restore never replaces a
+/// store under a runner that would go on serving the old file. Commands that only add writes
+/// (`livesync jobs run`) share the directory and take no lock.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, StoreError> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let path = data_dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() { String::new() } else { format!(" (process {holder})") };
+                return Err(StoreError::Invalid(format!(
+                    "{} is in use by another LiveSync runner or restore{who}: stop it first, or use another --data-dir",
+                    data_dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::Unavailable(Box::new(e))),
+        }
+        // Who holds it, for the message another process shows.
+        let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| write!(file, "{}", std::process::id()));
+        Ok(DataDirLock { _file: file })
+    }
+}
+
 /// How often an idle change feed looks for changes committed by another process.
 pub const FOREIGN_WRITES_POLL: Duration = Duration::from_secs(1);
 

@@ -58,8 +58,8 @@ pub struct ListArgs {
     #[arg(long, env = "LIVESYNC_TEMPLATE", default_value = "template.yaml")]
     pub template: PathBuf,
     /// Fire times shown per schedule.
-    #[arg(long, default_value_t = 3)]
-    pub next: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub next: u16,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -85,8 +85,8 @@ pub struct RunsArgs {
     #[arg(value_enum)]
     pub job: Option<JobArg>,
     /// Runs shown per job.
-    #[arg(long, default_value_t = 20)]
-    pub limit: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
     #[command(flatten)]
     pub data: StoreArgs,
 }
@@ -126,6 +126,10 @@ pub struct ReportArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Count the figures now, from the day's tally, rather than show the stored report (which
+    /// was made at the report's time: 23:55 UTC by default).
+    #[arg(long)]
+    pub live: bool,
     #[command(flatten)]
     pub data: StoreArgs,
     /// SKUs below this level are on the restock list (for a report made now).
@@ -141,8 +145,8 @@ pub struct CronArgs {
     #[arg(long, default_value = "UTC")]
     pub timezone: String,
     /// Fire times shown.
-    #[arg(long, default_value_t = 5)]
-    pub next: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub next: u16,
 }
 
 #[derive(Debug, clap::Args)]

@@ -83,7 +83,11 @@ pub fn jobs_list(args: &ListArgs) -> Result<(), CommandError> {
     for entry in schedules {
         let state = if entry.enabled { "" } else { "  (disabled)" };
         println!("{}  {}  {}/{}{state}", entry.job, entry.schedule, entry.function, entry.event);
-        for at in entry.schedule.upcoming(now, args.next) {
+        let upcoming = entry.schedule.upcoming(now, usize::from(args.next));
+        if upcoming.is_empty() && args.next > 0 {
+            println!("    never fires again");
+        }
+        for at in upcoming {
             println!("    next: {at}");
         }
     }
@@ -136,17 +140,20 @@ pub async fn jobs_runs(args: &RunsArgs) -> Result<(), CommandError> {
         None => JobName::ALL.to_vec(),
     };
     let mut any = false;
+    let now = SystemClock.now_ms();
     for job in jobs {
-        for run in runs::list(store.as_ref(), job.name(), args.limit).await? {
+        for run in runs::list(store.as_ref(), job.name(), usize::from(args.limit)).await? {
             any = true;
             let duration = run.duration_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
             let detail = run.error.as_deref().or(run.summary.as_deref()).unwrap_or("");
+            let status = if run.is_abandoned(now) {
+                "abandoned (its run died; the next delivery takes it over)"
+            } else {
+                run.status.name()
+            };
             println!(
-                "{job}  {}  {}  attempt {}  {}  {duration}  {detail}",
-                run.scheduled,
-                run.status.name(),
-                run.attempt,
-                run.trigger
+                "{job}  {}  {status}  attempt {}  {}  {duration}  {detail}",
+                run.scheduled, run.attempt, run.trigger
             );
         }
     }
@@ -161,6 +168,14 @@ pub async fn backups_list(args: &BackupsListArgs) -> Result<(), CommandError> {
         StoreKind::Embedded => {
             let folder =
                 args.backup_dir.clone().unwrap_or_else(|| args.data.data_dir.join(local_backup::BACKUP_FOLDER));
+            if !folder.exists() && !args.data.data_dir.join(DATABASE_FILE).exists() {
+                return Err(refuse(format!(
+                    "there is no LiveSync store in {} and no backups in {}; give the --data-dir (or --backup-dir) \
+                     the runner uses",
+                    args.data.data_dir.display(),
+                    folder.display()
+                )));
+            }
             local_backup::list(&folder)?
                 .into_iter()
                 .map(|(path, m)| BackupRecord {
@@ -216,30 +231,31 @@ pub fn restore(args: &RestoreArgs) -> Result<(), CommandError> {
 pub async fn report(args: &ReportArgs) -> Result<(), CommandError> {
     let date = match &args.date {
         Some(date) => {
-            date.parse::<jiff::civil::Date>()
-                .map_err(|_| refuse(format!("--date {date:?} is not a date: use YYYY-MM-DD")))?;
-            date.clone()
+            let parsed = date.parse::<jiff::civil::Date>().ok().filter(|d| d.to_string() == *date);
+            parsed.ok_or_else(|| refuse(format!("--date {date:?} is not a date: use YYYY-MM-DD")))?.to_string()
         }
         None => utc_date(SystemClock.now_ms()),
     };
     let store = open(&args.data).await?;
-    let (report, stored) = match report::stored(store.as_ref(), &date).await? {
-        Some(report) => (report, true),
+    let stored = if args.live { None } else { report::stored(store.as_ref(), &date).await? };
+    let (report, origin) = match stored {
+        Some(report) => (report, "stored report"),
         None => {
             let now = livesync_core::jobs::run_time(jiff::Timestamp::now());
-            (report::compute(store.as_ref(), &date, args.low_stock_threshold, now).await?, false)
+            let origin =
+                if date == utc_date(SystemClock.now_ms()) { "counted now: the day so far" } else { "counted now" };
+            (report::compute(store.as_ref(), &date, args.low_stock_threshold, now).await?, origin)
         }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report, stored);
+        print_report(&report, origin);
     }
     Ok(())
 }
 
-fn print_report(report: &DailyReport, stored: bool) {
-    let origin = if stored { "stored report" } else { "not reported yet: the figures so far" };
+fn print_report(report: &DailyReport, origin: &str) {
     println!("LiveSync report for {} ({origin}, made {})", report.date, report.generated_at);
     let t = &report.totals;
     println!(
@@ -261,7 +277,7 @@ fn print_report(report: &DailyReport, stored: bool) {
             println!("    {}/{}  {}", sale.room, sale.sku, sale.units_sold);
         }
     }
-    println!("  restock (below {}):", report.low_stock_threshold);
+    println!("  restock (levels below {} as of {}):", report.low_stock_threshold, report.generated_at);
     if report.restock.is_empty() {
         println!("    nothing");
     }
@@ -272,14 +288,16 @@ fn print_report(report: &DailyReport, stored: bool) {
 
 pub fn cron(args: &CronArgs) -> Result<(), CommandError> {
     let text = args.expression.trim();
-    let expression = if text.starts_with("cron(") || text.starts_with("rate(") || text.starts_with("at(") {
-        text.to_owned()
-    } else {
-        from_crontab(text)?
-    };
+    // An EventBridge expression (`cron(...)`, `rate (...)`) is checked as it is; anything else is
+    // read as a crontab line.
+    let expression = if text.contains('(') { text.to_owned() } else { from_crontab(text)? };
     let schedule = Schedule::parse(&expression, Some(&args.timezone))?;
-    println!("{expression}");
-    for at in schedule.upcoming(jiff::Timestamp::now(), args.next) {
+    println!("{}", schedule.expression());
+    let upcoming = schedule.upcoming(jiff::Timestamp::now(), usize::from(args.next));
+    if upcoming.is_empty() && args.next > 0 {
+        eprintln!("warning: {} never fires again (is the date possible, the year not past?)", schedule.expression());
+    }
+    for at in upcoming {
         let local = at.to_zoned(jiff::tz::TimeZone::get(&args.timezone).unwrap_or(jiff::tz::TimeZone::UTC));
         println!("  next: {at}  ({} {})", local.strftime("%Y-%m-%d %H:%M"), args.timezone);
     }

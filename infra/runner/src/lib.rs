@@ -42,7 +42,7 @@ use livesync_core::protocol::MAX_FRAME_BYTES as API_GATEWAY_FRAME_BYTES;
 use livesync_core::store::{ChangeFeed, Store, StoreError};
 use livesync_core::{Engine, Fanout};
 use livesync_embedded_store::backup::LocalBackups;
-use livesync_embedded_store::{EmbeddedStore, Options};
+use livesync_embedded_store::{DataDirLock, EmbeddedStore, Options};
 use livesync_handlers::authorizer::{self, Authorizer, Keyring, Origins};
 use livesync_handlers::keys;
 use std::collections::{BTreeMap, HashMap};
@@ -145,7 +145,7 @@ pub struct JobsArgs {
     pub backup_dir: Option<PathBuf>,
     /// Backups older than this many days are deleted after each backup (template.yaml's
     /// BackupRetentionDays).
-    #[arg(long, env = "LIVESYNC_BACKUP_RETENTION_DAYS", default_value_t = 35)]
+    #[arg(long, env = "LIVESYNC_BACKUP_RETENTION_DAYS", default_value_t = 35, value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub backup_retention_days: u64,
     /// SKUs below this level are on the end-of-day report's restock list (LowStockThreshold).
     #[arg(long, env = "LIVESYNC_LOW_STOCK_THRESHOLD", default_value_t = 5)]
@@ -348,6 +348,15 @@ impl Runner {
         if authorizer.is_open() && !config.listen.ip().is_loopback() && !config.auth.insecure {
             return Err(RunnerError::Insecure(config.listen));
         }
+        // One runner per data directory: a second would serve the same file beside this one and
+        // forget this one's subscribers as gone.
+        let lock = match config.data.store {
+            StoreKind::Embedded => Some(
+                DataDirLock::acquire(&config.data.data_dir)
+                    .map_err(|source| RunnerError::Store { place: store_place(&config.data), source })?,
+            ),
+            StoreKind::Dynamodb => None,
+        };
         let store = open_store(&config.data, Options::default()).await?;
         let store_error = |source| RunnerError::Store { place: store_place(&config.data), source };
         let schedules = if config.jobs.template.as_os_str().is_empty() {
@@ -431,6 +440,7 @@ impl Runner {
             let _ = management_task.await;
             let _ = fanout_task.await;
             let _ = scheduler_task.await;
+            drop(lock);
             Ok(())
         });
         tracing::info!(%local_addr, %management_addr, open, "listening");

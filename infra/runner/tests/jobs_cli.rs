@@ -103,6 +103,16 @@ async fn jobs_run_beside_a_serving_runner_then_backups_restore_and_report() {
     assert!(shown.starts_with("LiveSync report for ") && shown.contains("(stored report"), "{shown}");
     assert!(shown.contains("3 events"), "{shown}");
 
+    // a second runner on the same directory is refused, and so is a restore under the runner
+    let second = livesync(&["--data-dir", data_dir, "--listen", "127.0.0.1:0", "--management-listen", "127.0.0.1:0"]);
+    let said = refusal(&second);
+    assert!(
+        said.contains("is in use by another LiveSync runner or restore") && said.contains("stop it first"),
+        "{said}"
+    );
+    let said = refusal(&livesync(&["restore", &file, "--data-dir", data_dir, "--force"]));
+    assert!(said.contains("is in use"), "{said}");
+
     // restore into a new directory; a second time is refused, then forced
     let restored = dir.path().join("restored");
     let restored_dir = restored.to_str().unwrap();
@@ -135,6 +145,11 @@ fn job_commands_say_what_to_do_when_something_is_wrong() {
     assert!(said.contains("no LiveSync store") && said.contains("--data-dir"), "{said}");
     assert!(!std::path::Path::new(missing).exists(), "a mistyped directory is not created");
     assert!(refusal(&livesync(&["report", "--date", "yesterday", "--data-dir", missing])).contains("YYYY-MM-DD"));
+    assert!(
+        refusal(&livesync(&["report", "--date", "2026-12-02T10:00:00", "--data-dir", missing])).contains("YYYY-MM-DD")
+    );
+    assert!(refusal(&livesync(&["backups", "list", "--data-dir", missing])).contains("--data-dir"));
+    assert!(refusal(&livesync(&["cron", "0 2 * * *", "--next", "18446744073709551615"])).contains("--next"));
     let stray = dir.path().join("notes.txt");
     std::fs::write(&stray, "hello").unwrap();
     let said = refusal(&livesync(&["restore", stray.to_str().unwrap(), "--data-dir", missing]));

@@ -107,6 +107,8 @@ pub async fn compute(
     let rooms: Vec<RoomFigures> = tally::room_days(store, date)
         .await?
         .into_iter()
+        // The reports themselves are not the day's activity.
+        .filter(|day| day.room != REPORTS_ROOM)
         .map(|day| RoomFigures {
             room: day.room,
             events: day.events,
@@ -149,13 +151,28 @@ pub async fn compute(
 }
 
 /// Stores the report as the one of its date (a later report of the same date replaces it).
-pub async fn store_report(store: &dyn Store, report: &DailyReport) -> Result<(), StoreError> {
+/// A report made earlier than the stored one (two runs finishing out of order) leaves it: the
+/// later figures stand. Returns whether this report was stored.
+pub async fn store_report(store: &dyn Store, report: &DailyReport) -> Result<bool, StoreError> {
     let json = serde_json::to_string(report).map_err(|e| StoreError::Invalid(format!("report: {e}")))?;
-    let item = Item::new(layout::report_key(&report.date))
-        .with("report", Attr::S(json))
-        .with("generated_at", Attr::S(report.generated_at.clone()));
-    store.put(item, Condition::Always).await?;
-    Ok(())
+    let key = layout::report_key(&report.date);
+    for _ in 0..16 {
+        let stored = store.get(&key).await?;
+        let condition = match stored.as_ref().and_then(|item| item.string("generated_at")) {
+            // RFC 3339 in UTC with whole seconds: string order is time order.
+            Some(at) if at > report.generated_at.as_str() => return Ok(false),
+            Some(at) => Condition::Equals { attr: "generated_at".to_owned(), value: Attr::S(at.to_owned()) },
+            None if stored.is_some() => Condition::Exists,
+            None => Condition::NotExists,
+        };
+        let item = Item::new(key.clone())
+            .with("report", Attr::S(json.clone()))
+            .with("generated_at", Attr::S(report.generated_at.clone()));
+        if store.put(item, condition).await? == crate::store::Write::Done {
+            return Ok(true);
+        }
+    }
+    Err(StoreError::Unavailable(format!("the report of {} kept changing", report.date).into()))
 }
 
 /// The stored report of `date`, if one was made.

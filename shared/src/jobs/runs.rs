@@ -58,6 +58,12 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A run still marked running whose lease has passed: its invocation died (killed, timed
+    /// out). The next delivery of the same time takes it over.
+    pub fn is_abandoned(&self, now_ms: u64) -> bool {
+        self.status == RunStatus::Running && self.lease_until_ms <= now_ms
+    }
+
     fn from_item(item: &Item) -> Result<RunRecord, StoreError> {
         let malformed = |reason: &str| StoreError::Malformed { key: item.key.clone(), reason: reason.to_owned() };
         let number = |name: &str| item.number(name).and_then(|n| u64::try_from(n).ok());

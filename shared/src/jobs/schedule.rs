@@ -79,10 +79,12 @@ impl Schedule {
         } else if let Some(body) = inside(trimmed, "rate") {
             Kind::Rate { every: parse_rate(expression, body)?, start: start.unwrap_or(Timestamp::UNIX_EPOCH) }
         } else if let Some(body) = inside(trimmed, "at") {
+            let body = body.trim();
             let at: civil::DateTime = body
-                .trim()
                 .parse()
-                .map_err(|_| invalid(expression, "at() takes a local date and time, yyyy-mm-ddThh:mm:ss"))?;
+                .ok()
+                .filter(|_| body.len() == "yyyy-mm-ddThh:mm:ss".len())
+                .ok_or_else(|| invalid(expression, "at() takes a local date and time, yyyy-mm-ddThh:mm:ss"))?;
             Kind::At(at)
         } else {
             let hint = if trimmed.split_whitespace().count() == 5 {
@@ -208,6 +210,8 @@ fn parse_cron(expression: &str, body: &str) -> Result<Cron, ScheduleError> {
         return Err(invalid(expression, "W is only allowed in the day-of-month field"));
     }
     check_years(expression, year)?;
+    // `*/5` counts from EventBridge's first year (1970, as Quartz does), not from croner's.
+    let year = year.split(',').map(|item| item.replacen("*/", "1970-2199/", 1)).collect::<Vec<_>>().join(",");
     CronParser::builder()
         .seconds(Seconds::Required)
         .year(Year::Required)
@@ -216,7 +220,10 @@ fn parse_cron(expression: &str, body: &str) -> Result<Cron, ScheduleError> {
         .sloppy_ranges(true)
         .build()
         .parse(&format!("0 {minutes} {hours} {day_of_month} {month} {day_of_week} {year}"))
-        .map_err(|e| invalid(expression, e.to_string()))
+        .map_err(|e| {
+            let hint = if day_of_week != "?" { " (weekdays are 1-7, SUN-SAT: 1 is Sunday)" } else { "" };
+            invalid(expression, format!("{e}{hint}"))
+        })
 }
 
 const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
@@ -226,21 +233,21 @@ fn without_names(field: &str, names: &[&str]) -> String {
     names.iter().fold(field.to_ascii_uppercase(), |field, name| field.replace(name, ""))
 }
 
-/// Every number in the year field lies in EventBridge's range.
+/// Every year the year field names lies in EventBridge's range (a step is a count, not a year).
 fn check_years(expression: &str, year: &str) -> Result<(), ScheduleError> {
-    let numbers = year.split([',', '-', '/']).filter(|part| !part.is_empty() && *part != "*");
-    for (index, number) in numbers.enumerate() {
-        // A step (`2030/2`) is a count, not a year.
-        let is_step = year.split('/').nth(1).is_some_and(|step| step == number) && index > 0;
-        match number.parse::<i64>() {
-            Ok(n) if is_step || YEARS.contains(&n) => {}
-            Ok(n) => {
-                return Err(invalid(
-                    expression,
-                    format!("year {n} is out of range ({}-{})", YEARS.start(), YEARS.end()),
-                ));
+    for item in year.split(',') {
+        let range = item.split_once('/').map_or(item, |(range, _step)| range);
+        for number in range.split('-').filter(|part| *part != "*") {
+            match number.parse::<i64>() {
+                Ok(n) if YEARS.contains(&n) => {}
+                Ok(n) => {
+                    return Err(invalid(
+                        expression,
+                        format!("year {n} is out of range ({}-{})", YEARS.start(), YEARS.end()),
+                    ));
+                }
+                Err(_) => return Err(invalid(expression, format!("{number:?} is not a year"))),
             }
-            Err(_) => return Err(invalid(expression, format!("{number:?} is not a year"))),
         }
     }
     Ok(())
@@ -344,8 +351,10 @@ fn aws_weekdays(line: &str, field: &str) -> Result<String, ScheduleError> {
             "*" => (0, 6),
             _ => match range.split_once('-') {
                 // 7 ends a range as Sunday after Saturday: `5-7` is Friday to Sunday.
-                Some((a, b)) => (day(a)?, if b == "7" { 7 } else { day(b)? }),
-                None if step > 1 => (day(range)?, 6),
+                Some((a, "7")) if a != "7" => (day(a)?, 7),
+                Some((a, b)) => (day(a)?, day(b)?),
+                // As cronie reads `1/2`: from 1 to the end of the week (7, Sunday).
+                None if step > 1 => (day(range)?, 7),
                 None => (day(range)?, day(range)?),
             },
         };
@@ -441,6 +450,9 @@ mod tests {
             ),
             ("cron(*/20 9-10 * * ? *)", "2026-12-02T10:41:00Z", &["2026-12-03T09:00:00Z", "2026-12-03T09:20:00Z"]),
             ("cron(0 6,18 * * ? *)", "2026-12-02T07:00:00Z", &["2026-12-02T18:00:00Z", "2026-12-03T06:00:00Z"]),
+            // Year steps and ranges.
+            ("cron(0 0 1 1 ? */5)", "2026-12-02T00:00:00Z", &["2030-01-01T00:00:00Z", "2035-01-01T00:00:00Z"]),
+            ("cron(0 0 1 1 ? 2030/2,2041)", "2026-12-02T00:00:00Z", &["2030-01-01T00:00:00Z", "2032-01-01T00:00:00Z"]),
             // Months by name; a year list ends the schedule.
             (
                 "cron(0 0 1 JAN,JUL ? 2027,2028)",
@@ -539,6 +551,7 @@ mod tests {
             ("rate(5 weeks)", "unknown unit \"weeks\" (minutes, hours or days)"),
             ("rate(5)", "rate() takes a value and a unit, as in rate(5 minutes)"),
             ("at(tomorrow)", "at() takes a local date and time, yyyy-mm-ddThh:mm:ss"),
+            ("at(2027-01-01)", "at() takes a local date and time, yyyy-mm-ddThh:mm:ss"),
         ];
         for (expression, reason) in table {
             let error = Schedule::parse(expression, None).unwrap_err();
@@ -549,6 +562,9 @@ mod tests {
         for expression in ["cron(61 2 * * ? *)", "cron(0 25 * * ? *)", "cron(0 2 32 * ? *)", "cron(0 2 ? * 8 *)"] {
             assert!(Schedule::parse(expression, None).is_err(), "{expression}");
         }
+        let sunday_zero = Schedule::parse("cron(0 0 ? * 0 *)", None).unwrap_err();
+        assert!(sunday_zero.reason.ends_with("(weekdays are 1-7, SUN-SAT: 1 is Sunday)"), "{sunday_zero}");
+        assert_eq!(Schedule::parse("cron(0 0 1 1 ? 2030/2200)", None).map(|_| ()), Ok(()), "a step is not a year");
         let zone = Schedule::parse("cron(0 2 * * ? *)", Some("Mars/Olympus")).unwrap_err();
         assert_eq!(zone.reason, "unknown time zone \"Mars/Olympus\" (use an IANA name such as Europe/Paris)");
     }
@@ -565,6 +581,9 @@ mod tests {
             ("0 9 * * 5-7", "cron(0 9 ? * SUN,FRI,SAT *)"),
             ("0 9 * * sat,sun", "cron(0 9 ? * SUN,SAT *)"),
             ("0 9 * * */2", "cron(0 9 ? * SUN,TUE,THU,SAT *)"),
+            ("0 9 * * 7-7", "cron(0 9 ? * SUN *)"),
+            ("0 9 * * 0-7", "cron(0 9 ? * SUN-SAT *)"),
+            ("0 9 * * 1/2", "cron(0 9 ? * SUN,MON,WED,FRI *)"),
             ("0 0 1 * *", "cron(0 0 1 * ? *)"),
             ("@daily", "cron(0 0 * * ? *)"),
             ("@weekly", "cron(0 0 ? * SUN *)"),
