@@ -10,6 +10,9 @@
 //! Only after several losses in a row, when its idea of the head is likely far behind, does it
 //! read the head again and jump.
 //!
+//! Within one process, publishes to a room take turns (see [`RoomHeads`]), so their races are
+//! between processes only.
+//!
 //! A loser also waits a short random time before trying again. Without it, contenders that are
 //! answered in a fixed order (a store committing in batches answers in arrival order) retry in
 //! that order too, and the last of them can lose every round. A publish that wins at once, which
@@ -28,7 +31,7 @@ use crate::layout::{self, ClientId, IdRecord};
 use crate::protocol::{Event, EventKind, JsonData};
 use crate::store::{Condition, FailedCondition, Item, Store, StoreError, Transaction, TxOp, Write};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// After this many lost races in a row a publish gives up with [`PublishError::Contention`].
@@ -53,21 +56,40 @@ const REMEMBERED_ROOMS: usize = 10_000;
 /// The last seq this process saw claimed in each room: a guess at the head that saves a read on
 /// every publish. A stale guess costs one lost race, never a wrong seq, because the conditional
 /// put is the arbiter.
+///
+/// It also queues this process's plain appends (publishes, presence) to each room: they take turns (a fair, first-come
+/// queue), so they never race one another for a seq. Under load a racer that lost kept losing
+/// to fresh publishers that had not backed off, until it gave up; a queue has no losers. Races
+/// are left only between processes (Lambda instances, a CLI beside the runner), where the
+/// conditional put decides, as below.
 #[derive(Debug, Default)]
-pub struct RoomHeads(Mutex<HashMap<String, u64>>);
+pub struct RoomHeads {
+    heads: Mutex<HashMap<String, u64>>,
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
 
 impl RoomHeads {
     fn guess(&self, room: &str) -> Option<u64> {
-        self.0.lock().expect("room heads lock").get(room).copied()
+        self.heads.lock().expect("room heads lock").get(room).copied()
     }
 
     fn observe(&self, room: &str, seq: u64) {
-        let mut heads = self.0.lock().expect("room heads lock");
+        let mut heads = self.heads.lock().expect("room heads lock");
         if heads.len() >= REMEMBERED_ROOMS && !heads.contains_key(room) {
             heads.clear();
         }
         let head = heads.entry(room.to_owned()).or_default();
         *head = (*head).max(seq);
+    }
+
+    /// The room's queue of appends.
+    fn turn(&self, room: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().expect("room turns lock");
+        if turns.len() >= REMEMBERED_ROOMS && !turns.contains_key(room) {
+            // Forget the queues nobody is in.
+            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        }
+        turns.entry(room.to_owned()).or_default().clone()
     }
 }
 
@@ -156,6 +178,14 @@ pub async fn append(
     entry: Entry<'_>,
 ) -> Result<Appended, PublishError> {
     let id = entry.client_id.map_or(entry.fallback_id, |client| client.id);
+    // Appends with their own conditions (a state change) are not queued: they were decided on a
+    // state that the append before them in the queue would change, so each would wait its turn
+    // only to be refused; racing, they fail together and decide again sooner.
+    let turn = entry.steps.is_empty().then(|| heads.turn(entry.room));
+    let _turn = match &turn {
+        Some(turn) => Some(turn.lock().await),
+        None => None,
+    };
     let mut known_head = match heads.guess(entry.room) {
         Some(seq) => seq,
         None => head(store, entry.room).await?,
