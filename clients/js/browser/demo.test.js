@@ -60,7 +60,9 @@ test('two pages stay in sync, and a page that was cut off catches up in order', 
   for (const page of [ann, bob]) await until(async () => (await texts(page, '#messages li')).join('|') === chat.join('|'), 'the chat on both pages');
 
   // The shared document: both vote at once, no vote is lost.
-  await Promise.all([ann.click('.vote[data-choice="tea"]'), bob.click('.vote[data-choice="tea"]'), bob.click('.vote[data-choice="coffee"]')]);
+  // (Two clicks on one page at once go through the page itself: the mouse can only be in one place.)
+  const vote = (page, ...choices) => page.evaluate((cs) => { for (const c of cs) document.querySelector(`.vote[data-choice="${c}"]`).click(); }, choices);
+  await Promise.all([vote(ann, 'tea'), vote(bob, 'tea', 'coffee')]);
   for (const page of [ann, bob]) {
     await until(async () => (await page.textContent('#votes-tea')) === '2' && (await page.textContent('#votes-coffee')) === '1', 'every vote on both pages');
   }
@@ -79,7 +81,8 @@ test('two pages stay in sync, and a page that was cut off catches up in order', 
   await ann.click('#add-sku button');
   const sell = (page) => page.click('tr[data-sku="mug"] button');
   await until(async () => (await bob.locator('tr[data-sku="mug"]').count()) === 1, 'the mug row on bob\'s page');
-  await Promise.all([sell(ann), sell(bob), sell(ann), sell(bob)]);
+  const sellTwice = (page) => page.evaluate(() => { for (let i = 0; i < 2; i++) document.querySelector('tr[data-sku="mug"] button').click(); });
+  await Promise.all([sellTwice(ann), sellTwice(bob)]);
   const level = (page) => page.locator('tr[data-sku="mug"] td[data-level]').getAttribute('data-level');
   for (const page of [ann, bob]) await until(async () => (await level(page)) === '6', 'six mugs left on both pages');
   await ann.screenshot({ path: join(artifacts, 'in-sync-ann.png'), fullPage: true });

@@ -40,6 +40,47 @@ pub enum Command {
     Report(ReportArgs),
     /// Translate a crontab line (`0 2 * * *`) into EventBridge's form, and show when it fires.
     Cron(CronArgs),
+    /// Talk to a LiveSync endpoint interactively: a JSON frame a line in, every frame out.
+    Connect(ConnectArgs),
+    /// Publish one event to a room.
+    Publish(PublishArgs),
+    /// Print a room's events and follow it, gap-free across reconnects.
+    Tail(TailArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// The endpoint: ws://127.0.0.1:3001 (the runner) or a stack's wss:// WebSocketUrl.
+    pub url: String,
+    /// A token for an endpoint that requires one (`livesync token` mints one for a runner).
+    #[arg(long, env = "LIVESYNC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The endpoint: ws://127.0.0.1:3001 (the runner) or a stack's wss:// WebSocketUrl.
+    pub url: String,
+    pub room: String,
+    /// The event's data: JSON (`{"text":"hi"}`, `42`), or else taken as a string.
+    pub data: String,
+    /// An idempotency id: publishing again with it is answered with the first seq.
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long, env = "LIVESYNC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// The endpoint: ws://127.0.0.1:3001 (the runner) or a stack's wss:// WebSocketUrl.
+    pub url: String,
+    pub room: String,
+    /// Start after this seq (0: from the room's first event).
+    #[arg(long, default_value_t = 0)]
+    pub since: u64,
+    #[arg(long, env = "LIVESYNC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]

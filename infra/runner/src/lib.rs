@@ -11,22 +11,27 @@
 //! * `management`: the connection management API (`/@connections/{id}`), for PostToConnection,
 //!   on its own address and checked with SigV4, as API Gateway checks it with IAM.
 //! * `serve`: the accept loop: handshake timeout, connection caps.
+//! * `page`: the demo page at `/` (a GET that is not an upgrade), on the JS client library.
 //! * [`template`]: the schedules of `template.yaml`; `scheduler` fires them on the same job
 //!   handler the backup and report Lambdas run.
 //! * [`cli`]: the `livesync` command line (serve, token, jobs, backups, restore, report, cron);
-//!   [`commands`] runs its job and backup commands.
+//!   [`commands`] runs its job and backup commands, [`remote`] its client commands (connect,
+//!   publish, tail) on the `livesync-client` crate.
 
 pub mod cli;
 pub mod commands;
 pub mod connections;
 pub mod gateway;
 mod management;
+mod page;
+pub mod remote;
 mod scheduler;
 mod serve;
 mod socket;
 pub mod template;
 
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -427,7 +432,7 @@ impl Runner {
             serve::Admission::management(config.limits.handshake_timeout_secs),
             stopping.clone(),
         ));
-        let router = Router::new().route("/", get(upgrade)).with_state(app.clone());
+        let router = Router::new().route("/", get(upgrade)).route("/{file}", get(page::asset)).with_state(app.clone());
         let admission = serve::Admission::new(&config.limits, connections.clone());
         let client_stopping = stopping.clone();
         let task = tokio::spawn(async move {
@@ -514,8 +519,14 @@ async fn upgrade(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        // A browser opening the runner's address: the demo page.
+        Err(_) if !headers.contains_key(header::UPGRADE) => return page::index(),
+        Err(rejection) => return rejection.into_response(),
+    };
     let now = app.clock.now_ms() as i64;
     let connection_id = gateway::new_id();
     // API Gateway runs the `$connect` authorizer first: a refusal answers the upgrade (401, 403)

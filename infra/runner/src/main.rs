@@ -5,8 +5,8 @@ use clap::Parser;
 use livesync_core::clock::{Clock, SystemClock};
 use livesync_core::engine::Chain;
 use livesync_runner::cli::{BackupsCommand, Cli, Command, JobsCommand};
-use livesync_runner::commands;
 use livesync_runner::{Config, Runner, StoreKind};
+use livesync_runner::{commands, remote};
 use std::process::ExitCode;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -35,6 +35,9 @@ async fn main() -> ExitCode {
         Some(Command::Restore(args)) => commands::restore(&args),
         Some(Command::Report(args)) => commands::report(&args).await,
         Some(Command::Cron(args)) => commands::cron(&args),
+        Some(Command::Connect(args)) => remote::connect(&args).await,
+        Some(Command::Publish(args)) => remote::publish(&args).await,
+        Some(Command::Tail(args)) => remote::tail(&args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,6 +56,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         StoreKind::Dynamodb => format!("data in DynamoDB table {}", config.data.table),
     };
     eprintln!("LiveSync local runner on {} ({data})", runner.url());
+    eprintln!("  demo page: http://{}/ (open it in two browser tabs)", runner.local_addr());
     if runner.is_open() {
         eprintln!(
             "  open: no token required, every client may read and write every room (--auth-secret to require tokens)"

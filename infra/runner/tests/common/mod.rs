@@ -9,10 +9,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Starts the binary on a free port; returns it and the URL it announced.
+/// Starts the binary on a free port (unless `args` give a `--listen`); returns it and the URL it
+/// announced.
 pub fn start(args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
+    let listen: &[&str] = if args.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
     let mut child = Command::new(env!("CARGO_BIN_EXE_livesync"))
-        .args(["--listen", "127.0.0.1:0", "--management-listen", "127.0.0.1:0"])
+        .args(listen)
+        .args(["--management-listen", "127.0.0.1:0"])
         .args(args)
         .envs(envs.iter().copied())
         .stderr(Stdio::piped())

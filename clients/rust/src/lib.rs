@@ -1,0 +1,316 @@
+//! LiveSync's Rust client.
+//!
+//! * [`Connection`]: one WebSocket to a LiveSync endpoint (the local runner, or an API Gateway
+//!   `wss://` URL with a token). Requests get a `ref` and their reply is matched by it; events
+//!   pushed meanwhile are kept, in arrival order, for [`Connection::next_push`].
+//! * [`Follower`]: one room, followed for good: every event once, in seq order, none missing,
+//!   across reconnects (rejoin with `since`, gaps filled with `sync`, repeats dropped).
+//!
+//! It is what the `livesync connect`, `publish` and `tail` commands are built on.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A reply that has not come after this long is not coming.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "{url:?} is not a LiveSync URL: {reason} (e.g. ws://127.0.0.1:3001 or wss://<api>.execute-api.<region>.amazonaws.com/prod)"
+    )]
+    BadUrl { url: String, reason: &'static str },
+    #[error("cannot connect to {url}: is the runner running (`cargo run`), and the address right?")]
+    Connect {
+        url: String,
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    #[error("the connection ended")]
+    Closed,
+    #[error("the connection failed")]
+    Socket(#[source] tokio_tungstenite::tungstenite::Error),
+    #[error("no reply in {0:?}")]
+    Timeout(Duration),
+    #[error("the server sent something that is not a LiveSync frame: {0}")]
+    Protocol(String),
+    #[error("refused ({code}): {message}")]
+    Refused { code: String, message: String, frame: Value },
+}
+
+/// Checks a URL before dialling it, so that a typo gets a message, not a socket error.
+pub fn check_url(url: &str) -> Result<(), ClientError> {
+    let bad = |reason| ClientError::BadUrl { url: url.to_owned(), reason };
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or_else(|| bad("it must start with ws:// or wss://"))?;
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(bad("it has no host"));
+    }
+    Ok(())
+}
+
+/// `url` with `?token=` added, as the `$connect` authorizer reads it.
+pub fn with_token(url: &str, token: Option<&str>) -> String {
+    match token {
+        None => url.to_owned(),
+        Some(token) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            let encoded: String = token
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            format!("{url}{separator}token={encoded}")
+        }
+    }
+}
+
+/// One connection.
+pub struct Connection {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pushed: VecDeque<Value>,
+    next_ref: u64,
+}
+
+impl Connection {
+    pub async fn open(url: &str, token: Option<&str>) -> Result<Connection, ClientError> {
+        check_url(url)?;
+        let (socket, _) = tokio_tungstenite::connect_async(with_token(url, token))
+            .await
+            .map_err(|source| ClientError::Connect { url: url.to_owned(), source })?;
+        Ok(Connection { socket, pushed: VecDeque::new(), next_ref: 0 })
+    }
+
+    /// Sends a text frame as it is.
+    pub async fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
+        self.socket.send(Message::text(text)).await.map_err(ClientError::Socket)
+    }
+
+    /// The next frame from the server, pushed or not; `None` once the connection has ended.
+    pub async fn next_frame(&mut self) -> Result<Option<Value>, ClientError> {
+        if let Some(frame) = self.pushed.pop_front() {
+            return Ok(Some(frame));
+        }
+        self.read().await
+    }
+
+    async fn read(&mut self) -> Result<Option<Value>, ClientError> {
+        loop {
+            match self.socket.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str())
+                        .map(Some)
+                        .map_err(|_| ClientError::Protocol(text.to_string()));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(ClientError::Socket(error)),
+            }
+        }
+    }
+
+    /// Sends `frame` with a fresh `ref` and returns its reply; an `error` reply is
+    /// [`ClientError::Refused`]. Pushes that arrive first are kept for [`Connection::next_push`].
+    pub async fn request(&mut self, mut frame: Value) -> Result<Value, ClientError> {
+        self.next_ref += 1;
+        let reference = format!("c{}", self.next_ref);
+        frame["ref"] = json!(reference);
+        self.send_text(&frame.to_string()).await?;
+        loop {
+            let reply = tokio::time::timeout(REPLY_TIMEOUT, self.read())
+                .await
+                .map_err(|_| ClientError::Timeout(REPLY_TIMEOUT))??
+                .ok_or(ClientError::Closed)?;
+            if reply["ref"] != json!(reference) {
+                self.pushed.push_back(reply);
+                continue;
+            }
+            if reply["type"] == "error" {
+                return Err(ClientError::Refused {
+                    code: reply["code"].as_str().unwrap_or_default().to_owned(),
+                    message: reply["message"].as_str().unwrap_or_default().to_owned(),
+                    frame: reply,
+                });
+            }
+            return Ok(reply);
+        }
+    }
+
+    pub async fn join(&mut self, room: &str, since: Option<u64>) -> Result<Value, ClientError> {
+        let mut frame = json!({"action": "join", "room": room});
+        if let Some(since) = since {
+            frame["since"] = json!(since);
+        }
+        self.request(frame).await
+    }
+
+    pub async fn publish(&mut self, room: &str, data: Value, id: Option<&str>) -> Result<Value, ClientError> {
+        let mut frame = json!({"action": "publish", "room": room, "data": data});
+        if let Some(id) = id {
+            frame["id"] = json!(id);
+        }
+        self.request(frame).await
+    }
+
+    /// The next pushed frame (`event`, or `events` for several of one room).
+    pub async fn next_push(&mut self) -> Result<Value, ClientError> {
+        loop {
+            let frame = self.next_frame().await?.ok_or(ClientError::Closed)?;
+            if frame.get("ref").is_none() && matches!(frame["type"].as_str(), Some("event" | "events")) {
+                return Ok(frame);
+            }
+        }
+    }
+}
+
+/// The events a pushed frame carries, in order.
+pub fn events_of(frame: &Value) -> Vec<Value> {
+    match frame["type"].as_str() {
+        Some("event") => vec![frame.clone()],
+        Some("events") | Some("joined") => frame["events"].as_array().cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn seq_of(event: &Value) -> u64 {
+    event["seq"].as_u64().unwrap_or(0)
+}
+
+/// One room, followed across reconnects: [`Follower::next`] returns each event once, in order.
+pub struct Follower {
+    url: String,
+    token: Option<String>,
+    room: String,
+    last: u64,
+    connection: Option<Connection>,
+    ready: VecDeque<Value>,
+    connected_once: bool,
+    /// Reconnections so far (for the caller to say so).
+    pub reconnects: u64,
+}
+
+impl Follower {
+    /// Follows `room` from after `since` (0: from its first event).
+    pub fn new(url: &str, room: &str, since: u64, token: Option<&str>) -> Follower {
+        Follower {
+            url: url.to_owned(),
+            token: token.map(str::to_owned),
+            room: room.to_owned(),
+            last: since,
+            connection: None,
+            ready: VecDeque::new(),
+            connected_once: false,
+            reconnects: 0,
+        }
+    }
+
+    /// The last seq returned.
+    pub fn last_seq(&self) -> u64 {
+        self.last
+    }
+
+    /// The next event. The first connection's failure is returned (a wrong URL, a runner that is
+    /// down); later ones are retried, with a growing pause, until the room is back.
+    pub async fn next(&mut self) -> Result<Value, ClientError> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(event);
+            }
+            if self.connection.is_none() {
+                match self.rejoin().await {
+                    Ok(()) => pause = Duration::from_millis(100),
+                    Err(error @ (ClientError::BadUrl { .. } | ClientError::Refused { .. })) => return Err(error),
+                    Err(error) if !self.connected_once => return Err(error),
+                    Err(_) => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+                continue;
+            }
+            let connection = self.connection.as_mut().expect("connected");
+            match connection.next_push().await {
+                Ok(frame) if frame["room"] == json!(self.room) => {
+                    let events = events_of(&frame);
+                    if let Err(error) = self.take(events).await {
+                        self.lost(error);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => self.lost(error),
+            }
+        }
+    }
+
+    fn lost(&mut self, _error: ClientError) {
+        self.connection = None;
+        self.reconnects += 1;
+    }
+
+    /// Connects and joins with `since` = the last seq returned, paging in what was missed.
+    async fn rejoin(&mut self) -> Result<(), ClientError> {
+        let mut connection = Connection::open(&self.url, self.token.as_deref()).await?;
+        let joined = connection.join(&self.room, Some(self.last)).await?;
+        let more = joined["more"] == true;
+        self.connection = Some(connection);
+        self.connected_once = true;
+        self.accept(events_of(&joined));
+        if more {
+            self.fill().await?;
+        }
+        Ok(())
+    }
+
+    /// Pages in everything after the last seq with `sync`.
+    async fn fill(&mut self) -> Result<(), ClientError> {
+        loop {
+            let connection = self.connection.as_mut().ok_or(ClientError::Closed)?;
+            let page = connection.request(json!({"action": "sync", "room": self.room, "since": self.last})).await?;
+            self.accept(events_of(&page));
+            if page["more"] != true {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Pushed events: in order they are taken; a gap is filled first; repeats are dropped.
+    async fn take(&mut self, events: Vec<Value>) -> Result<(), ClientError> {
+        for event in events {
+            let seq = seq_of(&event);
+            if seq <= self.last {
+                continue;
+            }
+            if seq > self.last + 1 {
+                self.fill().await?;
+                if seq <= self.last {
+                    continue;
+                }
+            }
+            self.accept(vec![event]);
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, events: Vec<Value>) {
+        for event in events {
+            if seq_of(&event) == self.last + 1 {
+                self.last += 1;
+                self.ready.push_back(event);
+            }
+        }
+    }
+}
