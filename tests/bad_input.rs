@@ -73,18 +73,11 @@ async fn an_error_reply_echoes_the_ref_when_the_frame_had_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_frame_is_refused_and_the_connection_stays_open() {
-    use futures_util::SinkExt;
     let local = Local::start().await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(local.url()).await.unwrap();
-    socket.send(tokio_tungstenite::tungstenite::Message::binary(vec![0u8, 159, 146, 150])).await.unwrap();
-    socket.send(tokio_tungstenite::tungstenite::Message::text(r#"{"action":"ping","ref":1}"#)).await.unwrap();
-    let mut frames = Vec::new();
-    use futures_util::StreamExt;
-    while frames.len() < 2 {
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = socket.next().await.unwrap().unwrap() {
-            frames.push(serde_json::from_str::<Value>(text.as_str()).unwrap());
-        }
-    }
+    let mut client = local.client().await;
+    client.send_message(livesync_client::Message::binary(vec![0u8, 159, 146, 150])).await;
+    client.send_text(r#"{"action":"ping","ref":1}"#).await;
+    let frames = [client.next_frame().await, client.next_frame().await];
     assert_eq!(frames[0]["code"], "bad_request");
     assert!(frames[0]["message"].as_str().unwrap().contains("binary"));
     assert_eq!(frames[1], json!({"type": "pong", "ref": 1}));

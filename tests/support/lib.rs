@@ -1,16 +1,13 @@
 //! Test support: a real runner on a free port with its own data directory, and a WebSocket
 //! client that speaks the protocol the way an application would.
 
-use futures_util::{SinkExt, StreamExt};
+use livesync_client::{Connection, Message};
 use livesync_runner::{Config, Runner};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// API Gateway's frame limit.
 pub const FRAME_BYTES: usize = 32 * 1024;
@@ -135,23 +132,24 @@ fn log_to_test_output() {
     });
 }
 
-/// A protocol client. Replies are matched to requests by `ref`; pushed events that arrive
-/// meanwhile are kept, in order, for [`Client::pushed_seqs`].
+/// A protocol client on the `livesync-client` crate's connection, strict as a test needs:
+/// replies are matched to requests by `ref` and anything else but a push on the way fails the
+/// test; pushed events that arrive meanwhile are kept, in order, for [`Client::pushed_seqs`].
 pub struct Client {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    socket: Connection,
     pushed: VecDeque<Value>,
     next_ref: u64,
 }
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let socket = Connection::open(url, None).await.unwrap();
         Client { socket, pushed: VecDeque::new(), next_ref: 0 }
     }
 
     /// Sends any message as it is: a raw frame, a fragment, bytes that are not UTF-8.
     pub async fn send_message(&mut self, message: Message) {
-        self.socket.send(message).await.unwrap();
+        self.socket.send_message(message).await.unwrap();
     }
 
     /// Sends a text message as fragments of at most `fragment` bytes (API Gateway takes frames
@@ -180,21 +178,18 @@ impl Client {
     }
 
     /// Sends a text message as one frame, whatever its size.
-    pub async fn try_send_text(
-        &mut self,
-        text: impl Into<String>,
-    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-        self.socket.send(Message::text(text.into())).await
+    pub async fn try_send_text(&mut self, text: impl Into<String>) -> Result<(), livesync_client::ClientError> {
+        self.socket.send_message(Message::text(text.into())).await
     }
 
     /// The next frame from the server, whatever it is.
     pub async fn next_frame(&mut self) -> Value {
         loop {
-            let message = tokio::time::timeout(PATIENCE, self.socket.next())
+            let message = tokio::time::timeout(PATIENCE, self.socket.next_message())
                 .await
                 .expect("no frame from the server")
-                .expect("the server closed the connection")
-                .unwrap();
+                .unwrap()
+                .expect("the server closed the connection");
             match message {
                 Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
                 Message::Close(close) => panic!("the server closed the connection: {close:?}"),
@@ -290,25 +285,23 @@ impl Client {
 
     /// The next raw message, or `None` once the connection has ended.
     pub async fn next_message(&mut self) -> Option<Message> {
-        match tokio::time::timeout(PATIENCE, self.socket.next()).await.expect("nothing arrived") {
-            Some(Ok(message)) => Some(message),
-            _ => None,
-        }
+        tokio::time::timeout(PATIENCE, self.socket.next_message()).await.expect("nothing arrived").ok().flatten()
     }
 
     /// Waits for the server to close the connection; returns the close code.
     pub async fn closed(&mut self) -> Option<CloseCode> {
         loop {
-            match tokio::time::timeout(PATIENCE, self.socket.next()).await.expect("the connection stayed open") {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(close))) => return close.map(|c| c.code),
-                Some(Ok(_)) => continue,
+            match tokio::time::timeout(PATIENCE, self.socket.next_message()).await.expect("the connection stayed open")
+            {
+                Ok(None) | Err(_) => return None,
+                Ok(Some(Message::Close(close))) => return close.map(|c| c.code),
+                Ok(Some(_)) => continue,
             }
         }
     }
 
-    pub async fn close(mut self) {
-        let _ = self.socket.close(None).await;
+    pub async fn close(self) {
+        self.socket.close().await;
     }
 }
 

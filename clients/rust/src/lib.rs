@@ -13,8 +13,10 @@ use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// WebSocket messages, for callers that send or read them raw (tests of hostile input).
+pub use tokio_tungstenite::tungstenite::Message;
 
 /// A reply that has not come after this long is not coming.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +64,10 @@ pub fn with_token(url: &str, token: Option<&str>) -> String {
     match token {
         None => url.to_owned(),
         Some(token) => {
+            // `ws://host:3001?token=` has no path, which a server refuses: `ws://host:3001/?token=`.
+            let authority_end = url.find("://").map_or(0, |i| i + 3);
+            let has_path = url[authority_end..].contains(['/', '?']);
+            let url = if has_path { url.to_owned() } else { format!("{url}/") };
             let separator = if url.contains('?') { '&' } else { '?' };
             let encoded: String = token
                 .bytes()
@@ -122,31 +128,61 @@ impl Connection {
         }
     }
 
-    /// Sends `frame` with a fresh `ref` and returns its reply; an `error` reply is
-    /// [`ClientError::Refused`]. Pushes that arrive first are kept for [`Connection::next_push`].
-    pub async fn request(&mut self, mut frame: Value) -> Result<Value, ClientError> {
-        self.next_ref += 1;
-        let reference = format!("c{}", self.next_ref);
-        frame["ref"] = json!(reference);
+    /// Sends `frame` (with its own `ref`, or a fresh one) and returns the frame that answers
+    /// it, an `error` included. Pushes that arrive first are kept for [`Connection::next_push`].
+    pub async fn call(&mut self, mut frame: Value) -> Result<Value, ClientError> {
+        if frame.get("ref").is_none() {
+            self.next_ref += 1;
+            frame["ref"] = json!(format!("c{}", self.next_ref));
+        }
+        let reference = frame["ref"].clone();
         self.send_text(&frame.to_string()).await?;
         loop {
             let reply = tokio::time::timeout(REPLY_TIMEOUT, self.read())
                 .await
                 .map_err(|_| ClientError::Timeout(REPLY_TIMEOUT))??
                 .ok_or(ClientError::Closed)?;
-            if reply["ref"] != json!(reference) {
-                self.pushed.push_back(reply);
-                continue;
+            if reply["ref"] == reference {
+                return Ok(reply);
             }
-            if reply["type"] == "error" {
-                return Err(ClientError::Refused {
-                    code: reply["code"].as_str().unwrap_or_default().to_owned(),
-                    message: reply["message"].as_str().unwrap_or_default().to_owned(),
-                    frame: reply,
-                });
-            }
-            return Ok(reply);
+            self.pushed.push_back(reply);
         }
+    }
+
+    /// As [`Connection::call`], with an `error` reply as [`ClientError::Refused`].
+    pub async fn request(&mut self, frame: Value) -> Result<Value, ClientError> {
+        let reply = self.call(frame).await?;
+        if reply["type"] == "error" {
+            return Err(ClientError::Refused {
+                code: reply["code"].as_str().unwrap_or_default().to_owned(),
+                message: reply["message"].as_str().unwrap_or_default().to_owned(),
+                frame: reply,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// Sends any message as it is: a fragment, a frame too large, bytes that are not UTF-8.
+    pub async fn send_message(&mut self, message: Message) -> Result<(), ClientError> {
+        self.socket.send(message).await.map_err(ClientError::Socket)
+    }
+
+    /// The next message as it comes off the socket (a close included), past what was kept;
+    /// `None` once the connection has ended.
+    pub async fn next_message(&mut self) -> Result<Option<Message>, ClientError> {
+        if let Some(frame) = self.pushed.pop_front() {
+            return Ok(Some(Message::text(frame.to_string())));
+        }
+        match self.socket.next().await {
+            None => Ok(None),
+            Some(Ok(message)) => Ok(Some(message)),
+            Some(Err(error)) => Err(ClientError::Socket(error)),
+        }
+    }
+
+    /// Closes the connection (a close frame, then the socket).
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
     }
 
     pub async fn join(&mut self, room: &str, since: Option<u64>) -> Result<Value, ClientError> {
@@ -312,5 +348,25 @@ impl Follower {
                 self.ready.push_back(event);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_goes_in_the_query_with_a_path_before_it() {
+        assert_eq!(with_token("ws://h:1", Some("a.b")), "ws://h:1/?token=a.b");
+        assert_eq!(with_token("wss://h/prod", Some("a+b")), "wss://h/prod?token=a%2Bb");
+        assert_eq!(with_token("ws://h/?x=1", Some("t")), "ws://h/?x=1&token=t");
+        assert_eq!(with_token("ws://h", None), "ws://h");
+    }
+
+    #[test]
+    fn urls_that_are_not_websocket_urls_are_refused_before_dialling() {
+        assert!(matches!(check_url("http://h"), Err(ClientError::BadUrl { .. })));
+        assert!(matches!(check_url("ws://"), Err(ClientError::BadUrl { .. })));
+        assert!(check_url("wss://abc.execute-api.eu-west-1.amazonaws.com/prod").is_ok());
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{call, signal, start, wait_for_exit};
+use livesync_client::Connection;
 use serde_json::json;
 use std::process::Command;
 
@@ -25,9 +26,10 @@ async fn a_minted_token_opens_a_runner_with_the_same_secret_for_its_rooms_only()
 
     let dir = tempfile::tempdir().unwrap();
     let (child, url) = start(&["--data-dir", dir.path().to_str().unwrap()], &[("LIVESYNC_AUTH_SECRET", SECRET)]);
-    let refused = tokio_tungstenite::connect_async(&url).await.unwrap_err();
-    assert!(refused.to_string().contains("401"), "{refused}");
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{url}/?token={token}")).await.unwrap();
+    let refused = Connection::open(&url, None).await.err().expect("refused without a token");
+    let why = std::error::Error::source(&refused).map(ToString::to_string).unwrap_or_default();
+    assert!(why.contains("401"), "{refused}: {why}");
+    let mut socket = Connection::open(&url, Some(&token)).await.unwrap();
     let ack = call(&mut socket, json!({"action": "publish", "room": "lobby", "data": 1, "ref": 1})).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let forbidden = call(&mut socket, json!({"action": "publish", "room": "doc-1", "data": 1, "ref": 2})).await;

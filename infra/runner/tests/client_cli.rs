@@ -2,8 +2,6 @@
 //! a restart of the runner), `livesync connect` (frames in on stdin, out on stdout); and what
 //! they say for a bad URL or a runner that is down.
 
-// Shared with the tests that also speak WebSocket themselves; these only run the binary.
-#[allow(dead_code)]
 mod common;
 
 use common::{signal, start, wait_for_exit};

@@ -3,21 +3,8 @@
 
 mod common;
 
-use common::{Socket, call, signal, start, wait_for_exit};
-use futures_util::StreamExt;
-use serde_json::{Value, json};
-use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
-
-async fn next_push(socket: &mut Socket) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("no push arrived") {
-            Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
-            Some(Ok(_)) => continue,
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
-}
+use common::{call, connect, next_push, signal, start, wait_for_exit};
+use serde_json::json;
 
 /// A table of its own on the moto server `scripts/test` starts, for a runner configured only by
 /// the SDK's standard environment.
@@ -50,10 +37,10 @@ async fn the_runner_creates_its_table_serves_rooms_from_dynamodb_and_keeps_them_
     let moto = OnMoto::new("runner");
     let (runner, url) = moto.start();
 
-    let (mut reader, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut reader = connect(&url).await;
     let joined = call(&mut reader, json!({"action": "join", "room": "dyn", "ref": "j"})).await;
     assert_eq!(joined["seq"], 0);
-    let (mut writer, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut writer = connect(&url).await;
     for n in 1..=3 {
         let ack =
             call(&mut writer, json!({"action": "publish", "room": "dyn", "id": format!("d{n}"), "data": n, "ref": n}))
@@ -78,7 +65,7 @@ async fn the_runner_creates_its_table_serves_rooms_from_dynamodb_and_keeps_them_
 
     // The data is in the table, not in the runner.
     let (runner, url) = moto.start();
-    let (mut client, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut client = connect(&url).await;
     let history = call(&mut client, json!({"action": "sync", "room": "dyn", "since": 0, "ref": "s"})).await;
     let seqs: Vec<u64> = history["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![1, 2, 3]);
@@ -103,7 +90,7 @@ async fn on_dynamodb_concurrent_buyers_never_oversell_and_the_dashboard_sees_eve
     let moto = OnMoto::new("runner-stock");
     let (runner, url) = moto.start();
 
-    let (mut dashboard, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut dashboard = connect(&url).await;
     call(&mut dashboard, json!({"action": "join", "room": "shop", "ref": "j"})).await;
     let set =
         call(&mut dashboard, json!({"action": "stock.set", "room": "shop", "sku": "mug", "level": 5, "ref": "s"}))
@@ -115,7 +102,7 @@ async fn on_dynamodb_concurrent_buyers_never_oversell_and_the_dashboard_sees_eve
         .map(|n| {
             let url = url.clone();
             tokio::spawn(async move {
-                let (mut buyer, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+                let mut buyer = connect(&url).await;
                 let sale = json!({"action": "stock.adjust", "room": "shop", "sku": "mug", "delta": -1, "id": format!("order-{n}")});
                 let mut first = sale.clone();
                 first["ref"] = json!("first");

@@ -4,12 +4,9 @@
 
 mod common;
 
-use common::{Socket, call, signal, start, wait_for_exit};
-use futures_util::StreamExt;
-use serde_json::{Value, json};
+use common::{call, connect, next_push, signal, start, wait_for_exit};
+use serde_json::json;
 use std::process::{Command, Output};
-use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
 
 fn livesync(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_livesync")).args(args).output().unwrap()
@@ -57,28 +54,18 @@ fn jobs_list_shows_the_templates_schedules_and_next_fire_times() {
     assert!(refusal(&livesync(&["jobs", "list", "--template", "/nowhere/template.yaml"])).contains("--template"));
 }
 
-async fn next_push(socket: &mut Socket) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("no push arrived") {
-            Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
-            Some(Ok(_)) => continue,
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_beside_a_serving_runner_then_backups_restore_and_report() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_dir = data.to_str().unwrap();
     let (runner, url) = start(&["--data-dir", data_dir], &[]);
-    let (mut client, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut client = connect(&url).await;
     for n in 1..=3 {
         let ack = call(&mut client, json!({"action": "publish", "room": "lobby", "data": n, "ref": n})).await;
         assert_eq!(ack["type"], "ack", "{ack}");
     }
-    let (mut dashboard, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut dashboard = connect(&url).await;
     assert_eq!(call(&mut dashboard, json!({"action": "join", "room": "reports", "ref": "j"})).await["type"], "joined");
 
     // GIVEN a serving runner, WHEN a person runs the jobs from another process
@@ -126,7 +113,7 @@ async fn jobs_run_beside_a_serving_runner_then_backups_restore_and_report() {
     assert!(wait_for_exit(runner).success());
     // a runner on the restored directory serves the lobby and continues its seqs
     let (restored_runner, restored_url) = start(&["--data-dir", restored_dir], &[]);
-    let (mut late, _) = tokio_tungstenite::connect_async(&restored_url).await.unwrap();
+    let mut late = connect(&restored_url).await;
     let joined = call(&mut late, json!({"action": "join", "room": "lobby", "since": 0, "ref": "j"})).await;
     let seqs: Vec<u64> = joined["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3]);

@@ -17,7 +17,6 @@
 //! Figures are printed, never asserted: speed belongs here, not in the tests.
 
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
 use livesync_runner::{Config, Runner};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader};
@@ -25,7 +24,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark the LiveSync local runner")]
@@ -122,26 +120,18 @@ impl Drop for Server {
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A client of the `livesync-client` crate, as an application would use.
+type Socket = livesync_client::Connection;
 
 async fn connect(url: &str) -> Socket {
     // Many connections at once can overflow the listen backlog; retry rather than fail.
     for _ in 0..50 {
-        if let Ok((socket, _)) = tokio_tungstenite::connect_async(url).await {
+        if let Ok(socket) = Socket::open(url, None).await {
             return socket;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("cannot connect to {url}");
-}
-
-async fn request(socket: &mut Socket, frame: String) -> String {
-    socket.send(Message::text(frame)).await.unwrap();
-    loop {
-        if let Some(Ok(Message::Text(text))) = socket.next().await {
-            return text.as_str().to_owned();
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -183,8 +173,8 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     for socket in &mut subscribers {
-        let reply = request(socket, r#"{"action":"join","room":"bench"}"#.to_owned()).await;
-        assert!(reply.contains("\"joined\""), "{reply}");
+        let reply = socket.request(serde_json::json!({"action": "join", "room": "bench"})).await?;
+        assert_eq!(reply["type"], "joined", "{reply}");
     }
     let expected = args.publishes;
     let received = Arc::new(AtomicU64::new(0));
@@ -195,11 +185,11 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             let mut latencies_us = Vec::with_capacity(expected as usize);
             while (latencies_us.len() as u64) < expected {
-                let Some(Ok(Message::Text(text))) = socket.next().await else {
+                let Ok(frame) = socket.next_push().await else {
                     break;
                 };
                 let now = start.elapsed().as_micros() as u64;
-                let Ok(pushed) = serde_json::from_str::<Pushed>(text.as_str()) else {
+                let Ok(pushed) = serde_json::from_value::<Pushed>(frame) else {
                     continue;
                 };
                 let probes = pushed.data.into_iter().chain(pushed.events.into_iter().map(|e| e.data));
@@ -228,16 +218,16 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             let t = start.elapsed().as_micros() as u64;
             let frame = format!(r#"{{"action":"publish","room":"bench","data":{{"t":{t},"pad":"{padding}"}}}}"#);
-            publisher.send(Message::text(frame)).await?;
+            publisher.send_text(&frame).await?;
             sent += 1;
             in_flight += 1;
         }
-        match publisher.next().await {
-            Some(Ok(Message::Text(text))) if text.as_str().contains("\"ack\"") => {
+        match publisher.next_frame().await {
+            Ok(Some(frame)) if frame["type"] == "ack" => {
                 acked += 1;
                 in_flight -= 1;
             }
-            Some(Ok(_)) => {}
+            Ok(Some(_)) => {}
             other => return Err(format!("publisher lost its connection: {other:?}").into()),
         }
     }
@@ -306,12 +296,12 @@ fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
 
 async fn contended_state(server: &Server, writers: usize, writes: usize) -> Result<(), Box<dyn std::error::Error>> {
     let mut setup = connect(&server.url).await;
-    let created = request(
-        &mut setup,
-        r#"{"action":"doc.put","room":"state","doc":"counter","base":0,"value":{"n":0}}"#.to_owned(),
-    )
-    .await;
-    assert!(created.contains("\"version\":1"), "{created}");
+    let created = setup
+        .request(
+            serde_json::json!({"action": "doc.put", "room": "state", "doc": "counter", "base": 0, "value": {"n": 0}}),
+        )
+        .await?;
+    assert_eq!(created["version"], 1, "{created}");
     let cpu_before = server.cpu_seconds();
     let began = Instant::now();
     let tasks: Vec<_> = (0..writers)
@@ -322,9 +312,9 @@ async fn contended_state(server: &Server, writers: usize, writes: usize) -> Resu
                 let mut acks_us = Vec::with_capacity(writes);
                 for _ in 0..writes {
                     let sent = Instant::now();
-                    let frame = r#"{"action":"doc.incr","room":"state","doc":"counter","path":"/n","by":1}"#;
-                    let reply = request(&mut socket, frame.to_owned()).await;
-                    assert!(reply.contains("\"type\":\"doc\""), "{reply}");
+                    let frame = serde_json::json!({"action": "doc.incr", "room": "state", "doc": "counter", "path": "/n", "by": 1});
+                    let reply = socket.call(frame).await.expect("a reply");
+                    assert_eq!(reply["type"], "doc", "{reply}");
                     acks_us.push(sent.elapsed().as_micros() as u32);
                 }
                 acks_us
@@ -338,8 +328,8 @@ async fn contended_state(server: &Server, writers: usize, writes: usize) -> Resu
     let elapsed = began.elapsed();
     let cpu = server.cpu_seconds() - cpu_before;
     acks.sort_unstable();
-    let counter = request(&mut setup, r#"{"action":"doc.get","room":"state","doc":"counter"}"#.to_owned()).await;
-    let count = serde_json::from_str::<serde_json::Value>(&counter)?["value"]["n"].as_u64().unwrap_or(0);
+    let counter = setup.request(serde_json::json!({"action": "doc.get", "room": "state", "doc": "counter"})).await?;
+    let count = counter["value"]["n"].as_u64().unwrap_or(0);
     println!("contended state: {writers} writers x {writes} doc.incr on one document, each waiting for its ack");
     println!(
         "  accepted writes: {:.0}/s ({:.2} s); final count {count} of {} acknowledged",

@@ -1,13 +1,18 @@
 //! Running the `livesync` binary as a user does, for the tests of this directory.
+// Each test file uses the part it needs.
+#![allow(dead_code)]
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
 
-pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A client connection: the `livesync-client` crate's.
+pub type Socket = livesync_client::Connection;
+
+pub async fn connect(url: &str) -> Socket {
+    Socket::open(url, None).await.unwrap()
+}
 
 /// Starts the binary on a free port (unless `args` give a `--listen`); returns it and the URL it
 /// announced.
@@ -51,17 +56,10 @@ pub fn wait_for_exit(mut child: Child) -> std::process::ExitStatus {
 }
 
 pub async fn call(socket: &mut Socket, frame: Value) -> Value {
-    socket.send(Message::text(frame.to_string())).await.unwrap();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), socket.next()).await.unwrap() {
-            Some(Ok(Message::Text(text))) => {
-                let reply: Value = serde_json::from_str(text.as_str()).unwrap();
-                if reply.get("ref") == frame.get("ref") {
-                    return reply;
-                }
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
+    socket.call(frame).await.unwrap()
+}
+
+/// The next pushed frame.
+pub async fn next_push(socket: &mut Socket) -> Value {
+    tokio::time::timeout(Duration::from_secs(30), socket.next_push()).await.expect("no push arrived").unwrap()
 }
