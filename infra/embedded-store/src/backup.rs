@@ -216,20 +216,42 @@ fn compress(from: &Path, to: &Path, total: u64, progress: Progress<'_>) -> Resul
     let output = std::fs::File::create(to).map_err(io("cannot write the backup", to))?;
     let mut encoder =
         GzEncoder::new(HashingWriter { inner: output, hash: Sha256::new(), bytes: 0 }, Compression::default());
-    let mut buffer = vec![0u8; CHUNK];
-    let mut done = 0u64;
-    loop {
-        let n = input.read(&mut buffer).map_err(io("cannot read the snapshot", from))?;
-        if n == 0 {
-            break;
-        }
-        encoder.write_all(&buffer[..n]).map_err(io("cannot write the backup", to))?;
-        done += n as u64;
-        progress(done, total);
-    }
+    copy(
+        &mut input,
+        &mut encoder,
+        total,
+        progress,
+        io("cannot read the snapshot", from),
+        io("cannot write the backup", to),
+    )?;
     let writer = encoder.finish().map_err(io("cannot write the backup", to))?;
     writer.inner.sync_all().map_err(io("cannot write the backup", to))?;
     Ok((writer.bytes, hex(&writer.hash.finalize())))
+}
+
+/// Copies `from` into `to` a chunk at a time, reporting the bytes read against `total`.
+fn copy(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    total: u64,
+    progress: Progress<'_>,
+    read_failed: impl FnOnce(std::io::Error) -> BackupError,
+    write_failed: impl FnOnce(std::io::Error) -> BackupError,
+) -> Result<(), BackupError> {
+    let mut buffer = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) => return Err(read_failed(e)),
+        };
+        if let Err(e) = to.write_all(&buffer[..n]) {
+            return Err(write_failed(e));
+        }
+        done += n as u64;
+        progress(done, total);
+    }
 }
 
 struct HashingWriter {
@@ -398,17 +420,14 @@ fn unpack_and_check(
         let input = std::fs::File::open(compressed).map_err(io("cannot read the backup", compressed))?;
         let mut decoder = GzDecoder::new(input);
         let mut output = std::fs::File::create(partial).map_err(io("cannot write the restored store", partial))?;
-        let mut buffer = vec![0u8; CHUNK];
-        let mut done = 0u64;
-        loop {
-            let n = decoder.read(&mut buffer).map_err(io("cannot decompress the backup", compressed))?;
-            if n == 0 {
-                break;
-            }
-            output.write_all(&buffer[..n]).map_err(io("cannot write the restored store", partial))?;
-            done += n as u64;
-            progress(done, manifest.database_bytes);
-        }
+        copy(
+            &mut decoder,
+            &mut output,
+            manifest.database_bytes,
+            progress,
+            io("cannot decompress the backup", compressed),
+            io("cannot write the restored store", partial),
+        )?;
         output.sync_all().map_err(io("cannot write the restored store", partial))?;
     }
     let connection = Connection::open_with_flags(partial, OpenFlags::SQLITE_OPEN_READ_ONLY)
