@@ -77,13 +77,20 @@ async fn embedded(dir: &Path) -> Arc<dyn Store> {
     Arc::new(EmbeddedStore::open(dir, Options::default()).unwrap())
 }
 
+/// Waits for the backup run of `scheduled` to have a record that `holds`, calling `nudge`
+/// between looks; returns the record.
+async fn backup_run(
+    store: &dyn Store,
+    scheduled: &str,
+    holds: impl Fn(&runs::RunRecord) -> bool,
+    nudge: impl FnMut(),
+) -> runs::RunRecord {
+    eventually(async || runs::get(store, "backup", scheduled).await.unwrap().filter(|r| holds(r)), nudge).await
+}
+
 /// Waits for the backup run of `scheduled` to have succeeded.
-async fn succeeded(store: &dyn Store, scheduled: &str) {
-    eventually(
-        async || runs::get(store, "backup", scheduled).await.unwrap().filter(|r| r.status == RunStatus::Succeeded),
-        || {},
-    )
-    .await;
+async fn succeeded(store: &dyn Store, scheduled: &str) -> runs::RunRecord {
+    backup_run(store, scheduled, |r| r.status == RunStatus::Succeeded, || {}).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,16 +110,7 @@ async fn the_runner_fires_the_templates_schedule_on_a_clock_the_test_moves() {
     // WHEN the clock passes 02:00
     clock.set(ms("2026-12-02T02:00:30Z"));
     // THEN the 02:00 backup runs, once, and its backup file exists
-    let run = eventually(
-        async || {
-            runs::get(store.as_ref(), "backup", "2026-12-02T02:00:00Z")
-                .await
-                .unwrap()
-                .filter(|r| r.status == RunStatus::Succeeded)
-        },
-        || {},
-    )
-    .await;
+    let run = succeeded(store.as_ref(), "2026-12-02T02:00:00Z").await;
     assert_eq!((run.attempt, run.trigger.as_str()), (1, "schedule"));
     let backups = local_backup::list(&local.data_dir().join("backups")).unwrap();
     assert_eq!(backups.iter().map(|b| b.1.name.as_str()).collect::<Vec<_>>(), ["livesync-20261202T020000Z"]);
@@ -149,26 +147,14 @@ async fn a_failing_scheduled_run_is_retried_and_its_failure_stays_visible() {
     let store = embedded(local.data_dir()).await;
     clock.set(ms("2026-12-02T02:00:00Z"));
     // The first attempt fails (the clock stays put: a fire more than an hour late is dropped).
-    eventually(
-        async || {
-            runs::get(store.as_ref(), "backup", "2026-12-02T02:00:00Z")
-                .await
-                .unwrap()
-                .filter(|r| r.status == RunStatus::Failed)
-        },
-        || {},
-    )
-    .await;
+    backup_run(store.as_ref(), "2026-12-02T02:00:00Z", |r| r.status == RunStatus::Failed, || {}).await;
     // Lambda's schedule of retries: a minute, then two, after each failure. The clock is moved
     // on a little at a time until the third attempt has failed.
     let moving = clock.clone();
-    let run = eventually(
-        async || {
-            runs::get(store.as_ref(), "backup", "2026-12-02T02:00:00Z")
-                .await
-                .unwrap()
-                .filter(|r| r.status == RunStatus::Failed && r.attempt == 3)
-        },
+    let run = backup_run(
+        store.as_ref(),
+        "2026-12-02T02:00:00Z",
+        |r| r.status == RunStatus::Failed && r.attempt == 3,
         || moving.advance(Duration::from_secs(15)),
     )
     .await;
