@@ -103,13 +103,13 @@ fn lambda_record(record: &aws_sdk_dynamodbstreams::types::Record, arn: &str) -> 
         "Keys": image(data.keys()),
         "SequenceNumber": data.sequence_number(),
         "SizeBytes": data.size_bytes(),
-        "StreamViewType": "NEW_AND_OLD_IMAGES",
+        "StreamViewType": "NEW_IMAGE",
     });
     if data.new_image().is_some() {
         change["NewImage"] = image(data.new_image());
     }
     if data.old_image().is_some() {
-        change["OldImage"] = image(data.old_image());
+        panic!("the stream is NEW_IMAGE, yet a record carries an old image");
     }
     json!({
         "eventID": record.event_id(),

@@ -1,12 +1,20 @@
 //! Fanout: from a batch of change-feed records to frames on subscribers' connections.
 //!
-//! Planning is pure: the batch's new events are grouped by room, keeping feed order (which is seq
-//! order), and each room's events are encoded into as few frames as fit under API Gateway's
-//! 32 KB frame limit. Each frame is encoded once and shared by all of the room's subscribers.
+//! Planning is pure: the batch's new events are grouped by room and sorted by seq (a stream
+//! keeps write order per partition, but the records of transactions may interleave), and each
+//! room's events are encoded into as few frames as fit under API Gateway's 32 KB frame limit.
+//! Each frame is encoded once and shared by all of the room's subscribers. The plan remembers
+//! which records of the batch each room's events came from, so that a failure is reported for
+//! exactly those records.
 //!
-//! Delivery pages through the room's subscribers and posts to many connections at once, a
-//! bounded number at a time, and each connection's frames in order. A connection that is gone is
-//! forgotten (with its subscriptions) so that no later batch tries it again.
+//! Delivery fans out a few rooms at once (a room of 10,000 subscribers does not hold the others
+//! back), pages through each room's subscribers and posts to many connections at once, a bounded
+//! number at a time, and each connection's frames in order. A connection that is gone (410) is
+//! forgotten with its subscriptions, so that no later batch tries it again. A post that fails
+//! for any other reason (throttled, 5xx, a policy mistake) is tried again with backoff; if it
+//! still fails, the connection is closed, so that its client reconnects and recovers with `sync`
+//! rather than miss the room's last event until it happens to write. Every such failure is
+//! counted in the [`FanoutReport`].
 //!
 //! With [`Fanout::counting`], each batch is also counted into the day's figures ([`crate::tally`])
 //! once it has been delivered: the same feed, read once, serves both.
@@ -21,13 +29,23 @@ use crate::protocol::{Event, MAX_FRAME_BYTES, ServerFrame};
 use crate::store::{Change, ChangeKind, Store, StoreError};
 use crate::tally;
 use futures_util::stream::{self, StreamExt};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Posts in flight at once, per fanout.
+/// Posts in flight at once, per room.
 pub const POST_CONCURRENCY: usize = 64;
+
+/// Rooms of one batch fanned out at once.
+pub const ROOM_CONCURRENCY: usize = 4;
 
 /// Subscribers read per store query.
 const SUBSCRIBER_PAGE: usize = 1000;
+
+/// The waits before each new try of a post that failed for another reason than 410. The SDK has
+/// already retried its own way (3 attempts); these ride out a longer throttle, within a batch.
+pub const POST_RETRY_DELAYS: [Duration; 3] =
+    [Duration::from_millis(100), Duration::from_millis(400), Duration::from_millis(1600)];
 
 /// The frames of one room for one batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +55,10 @@ pub struct RoomFrames {
     pub last_seq: u64,
     pub events: usize,
     pub frames: Vec<Frame>,
+    /// Indexes, in the batch, of the records these events came from.
+    pub records: Vec<usize>,
+    /// The oldest event's time, for the fanout's lag.
+    pub oldest_ts: u64,
 }
 
 /// What one batch of changes sends, room by room.
@@ -48,8 +70,8 @@ pub struct FanoutPlan {
 impl FanoutPlan {
     /// Plans the delivery of every event inserted in `changes`; other changes are not events.
     pub fn from_changes(changes: &[Change]) -> Result<Self, StoreError> {
-        let mut by_room: Vec<(String, Vec<Event>)> = Vec::new();
-        for change in changes {
+        let mut by_room: Vec<(String, Vec<(usize, Event)>)> = Vec::new();
+        for (index, change) in changes.iter().enumerate() {
             let (ChangeKind::Insert, Some(item)) = (change.kind, &change.new) else {
                 continue;
             };
@@ -57,8 +79,8 @@ impl FanoutPlan {
                 continue;
             };
             match by_room.iter_mut().find(|(room, _)| *room == event.room) {
-                Some((_, events)) => events.push(event),
-                None => by_room.push((event.room.clone(), vec![event])),
+                Some((_, events)) => events.push((index, event)),
+                None => by_room.push((event.room.clone(), vec![(index, event)])),
             }
         }
         let rooms = by_room.into_iter().map(|(room, events)| encode_room(room, events)).collect();
@@ -66,9 +88,15 @@ impl FanoutPlan {
     }
 }
 
-fn encode_room(room: String, events: Vec<Event>) -> RoomFrames {
-    let first_seq = events.first().map_or(0, |e| e.seq);
-    let last_seq = events.last().map_or(0, |e| e.seq);
+fn encode_room(room: String, mut events: Vec<(usize, Event)>) -> RoomFrames {
+    let records = events.iter().map(|(index, _)| *index).collect();
+    // Seq order, whatever order the records came in; a record delivered twice in one batch is
+    // pushed once.
+    events.sort_by_key(|(_, event)| event.seq);
+    events.dedup_by_key(|(_, event)| event.seq);
+    let first_seq = events.first().map_or(0, |(_, e)| e.seq);
+    let last_seq = events.last().map_or(0, |(_, e)| e.seq);
+    let oldest_ts = events.iter().map(|(_, e)| e.ts).min().unwrap_or(0);
     let count = events.len();
     // The exact size of an `events` frame is its empty form plus each event plus the commas.
     let empty = ServerFrame::Events { room: room.clone(), events: Vec::new(), more: None, reference: None };
@@ -76,7 +104,7 @@ fn encode_room(room: String, events: Vec<Event>) -> RoomFrames {
     let mut frames = Vec::new();
     let mut chunk: Vec<Event> = Vec::new();
     let mut chunk_bytes = frame_base;
-    for event in events {
+    for (_, event) in events {
         let size = serde_json::to_string(&event).map_or(0, |json| json.len());
         let separator = usize::from(!chunk.is_empty());
         if !chunk.is_empty() && chunk_bytes + separator + size > MAX_FRAME_BYTES {
@@ -89,7 +117,7 @@ fn encode_room(room: String, events: Vec<Event>) -> RoomFrames {
     if !chunk.is_empty() {
         frames.push(encode_chunk(&room, chunk));
     }
-    RoomFrames { room, first_seq, last_seq, events: count, frames }
+    RoomFrames { room, first_seq, last_seq, events: count, frames, records, oldest_ts }
 }
 
 fn encode_chunk(room: &str, mut events: Vec<Event>) -> Frame {
@@ -101,22 +129,57 @@ fn encode_chunk(room: &str, mut events: Vec<Event>) -> Frame {
     Frame::new(frame.to_json())
 }
 
-/// What a batch achieved.
+/// What a batch achieved. Every delivery that did not happen is counted in one of `gone`,
+/// `failed_posts` or `failed_rooms`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanoutReport {
+    pub records: usize,
     pub events: usize,
     /// Events delivered, counted once per receiving connection.
     pub deliveries: usize,
     pub posts: usize,
+    /// Posts tried again after a failure other than 410.
+    pub retried_posts: usize,
     /// Connections found gone and forgotten.
     pub gone: usize,
-    /// Posts that failed for another reason; those connections miss these events and recover
-    /// them with `sync` when they see the gap.
+    /// Connections whose posts still failed after every retry: they miss these events, are
+    /// closed, and recover them with `sync` when their client reconnects.
     pub failed_posts: usize,
+    /// Of those, the connections that could not even be closed.
+    pub unclosed: usize,
     /// Rooms whose subscribers could not be read: none of their subscribers got this batch.
     pub failed_rooms: Vec<RoomFailure>,
     /// The batch could not be counted into the day's figures; counting it again is safe.
     pub tally_failed: Option<String>,
+    /// From the oldest event's `ts` to the end of its delivery.
+    pub lag_ms: u64,
+}
+
+impl FanoutReport {
+    /// The records of the batch to deliver again (indexes into it): those of rooms that failed,
+    /// or the whole batch if it could not be counted. Both hosts retry exactly these: the
+    /// Lambda by naming them in `batchItemFailures`, the runner by delivering them again.
+    pub fn records_to_retry(&self) -> BTreeSet<usize> {
+        if self.tally_failed.is_some() {
+            return (0..self.records).collect();
+        }
+        self.failed_rooms.iter().flat_map(|room| room.records.iter().copied()).collect()
+    }
+
+    /// Whether any delivery failed (other than to a connection found gone).
+    pub fn has_failures(&self) -> bool {
+        self.failed_posts > 0 || !self.failed_rooms.is_empty() || self.tally_failed.is_some()
+    }
+
+    fn merge(&mut self, room: RoomReport) {
+        self.deliveries += room.deliveries;
+        self.posts += room.posts;
+        self.retried_posts += room.retried_posts;
+        self.gone += room.gone;
+        self.failed_posts += room.failed_posts;
+        self.unclosed += room.unclosed;
+        self.failed_rooms.extend(room.failure);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,15 +187,31 @@ pub struct RoomFailure {
     pub room: String,
     pub first_seq: u64,
     pub last_seq: u64,
+    /// Indexes, in the batch, of the room's records.
+    pub records: Vec<usize>,
     pub error: String,
+}
+
+/// One room's share of a [`FanoutReport`].
+#[derive(Debug, Default)]
+struct RoomReport {
+    deliveries: usize,
+    posts: usize,
+    retried_posts: usize,
+    gone: usize,
+    failed_posts: usize,
+    unclosed: usize,
+    failure: Option<RoomFailure>,
 }
 
 pub struct Fanout {
     store: Arc<dyn Store>,
     poster: Arc<dyn Poster>,
     concurrency: usize,
-    /// For the presence events of members whose connection turns out gone.
-    clock: SystemClock,
+    /// Event times for the lag, presence events of members whose connection turns out gone,
+    /// and the waits between post retries.
+    clock: Arc<dyn Clock>,
+    retry_delays: Vec<Duration>,
     heads: RoomHeads,
     counting: bool,
 }
@@ -143,7 +222,8 @@ impl Fanout {
             store,
             poster,
             concurrency: POST_CONCURRENCY,
-            clock: SystemClock,
+            clock: Arc::new(SystemClock),
+            retry_delays: POST_RETRY_DELAYS.to_vec(),
             heads: RoomHeads::default(),
             counting: false,
         }
@@ -160,27 +240,37 @@ impl Fanout {
         self
     }
 
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The waits before each new try of a failing post (an empty list: no retries).
+    pub fn with_retry_delays(mut self, delays: Vec<Duration>) -> Self {
+        self.retry_delays = delays;
+        self
+    }
+
     /// Delivers one batch of changes. Only a batch that cannot even be read fails as a whole.
     pub async fn deliver(&self, changes: &[Change]) -> Result<FanoutReport, StoreError> {
         let plan = FanoutPlan::from_changes(changes)?;
-        let mut report = FanoutReport::default();
-        for room in &plan.rooms {
-            report.events += room.events;
-            if let Err(error) = self.deliver_room(room, &mut report).await {
-                tracing::warn!(room = room.room, error = %Chain(&error), "fanout could not read subscribers");
-                report.failed_rooms.push(RoomFailure {
-                    room: room.room.clone(),
-                    first_seq: room.first_seq,
-                    last_seq: room.last_seq,
-                    error: Chain(&error).to_string(),
-                });
-            }
+        let mut report = FanoutReport { records: changes.len(), ..FanoutReport::default() };
+        report.events = plan.rooms.iter().map(|room| room.events).sum();
+        // Collected first: a stream mapping a borrowing closure is not provably `Send`.
+        let deliveries: Vec<_> = plan.rooms.iter().map(|room| self.deliver_room(room)).collect();
+        let mut rooms = stream::iter(deliveries).buffer_unordered(ROOM_CONCURRENCY);
+        while let Some(room) = rooms.next().await {
+            report.merge(room);
         }
+        drop(rooms);
         if self.counting
             && let Err(error) = tally::record(self.store.as_ref(), self.clock.now_ms(), changes).await
         {
             tracing::warn!(error = %Chain(&error), "could not count the batch into the day's figures");
             report.tally_failed = Some(Chain(&error).to_string());
+        }
+        if let Some(oldest) = plan.rooms.iter().map(|room| room.oldest_ts).min() {
+            report.lag_ms = self.clock.now_ms().saturating_sub(oldest);
         }
         if report.events > 0 {
             tracing::info!(
@@ -188,15 +278,33 @@ impl Fanout {
                 rooms = plan.rooms.len(),
                 deliveries = report.deliveries,
                 posts = report.posts,
+                retried = report.retried_posts,
                 gone = report.gone,
-                failed = report.failed_posts + report.failed_rooms.len(),
+                failed_posts = report.failed_posts,
+                failed_rooms = report.failed_rooms.len(),
+                lag_ms = report.lag_ms,
                 "fanout"
             );
         }
         Ok(report)
     }
 
-    async fn deliver_room(&self, room: &RoomFrames, report: &mut FanoutReport) -> Result<(), StoreError> {
+    async fn deliver_room(&self, room: &RoomFrames) -> RoomReport {
+        let mut report = RoomReport::default();
+        if let Err(error) = self.post_to_subscribers(room, &mut report).await {
+            tracing::warn!(room = room.room, error = %Chain(&error), "fanout could not read subscribers");
+            report.failure = Some(RoomFailure {
+                room: room.room.clone(),
+                first_seq: room.first_seq,
+                last_seq: room.last_seq,
+                records: room.records.clone(),
+                error: Chain(&error).to_string(),
+            });
+        }
+        report
+    }
+
+    async fn post_to_subscribers(&self, room: &RoomFrames, report: &mut RoomReport) -> Result<(), StoreError> {
         let mut after: Option<String> = None;
         loop {
             let (subscribers, resume) =
@@ -206,12 +314,20 @@ impl Fanout {
                 .buffer_unordered(self.concurrency);
             while let Some(outcome) = outcomes.next().await {
                 match outcome {
-                    Outcome::Delivered { posts } => {
+                    Outcome::Delivered { posts, retries } => {
                         report.posts += posts;
+                        report.retried_posts += retries;
                         report.deliveries += room.events;
                     }
-                    Outcome::Gone => report.gone += 1,
-                    Outcome::Failed => report.failed_posts += 1,
+                    Outcome::Gone { retries } => {
+                        report.retried_posts += retries;
+                        report.gone += 1;
+                    }
+                    Outcome::Failed { retries, closed } => {
+                        report.retried_posts += retries;
+                        report.failed_posts += 1;
+                        report.unclosed += usize::from(!closed);
+                    }
                 }
             }
             match resume {
@@ -222,31 +338,49 @@ impl Fanout {
     }
 
     async fn post_frames(&self, connection: String, frames: &[Frame]) -> Outcome {
+        let mut retries = 0;
         for frame in frames {
-            match self.poster.post(&connection, frame).await {
-                Ok(Delivery::Sent) => {}
-                Ok(Delivery::Gone) => {
-                    if let Err(error) =
-                        membership::forget(self.store.as_ref(), &self.clock, &self.heads, &connection).await
-                    {
-                        tracing::warn!(connection, error = %Chain(&error), "could not forget a gone connection");
+            let mut delays = self.retry_delays.iter();
+            loop {
+                match self.poster.post(&connection, frame).await {
+                    Ok(Delivery::Sent) => break,
+                    Ok(Delivery::Gone) => {
+                        if let Err(error) =
+                            membership::forget(self.store.as_ref(), self.clock.as_ref(), &self.heads, &connection).await
+                        {
+                            tracing::warn!(connection, error = %Chain(&error), "could not forget a gone connection");
+                        }
+                        return Outcome::Gone { retries };
                     }
-                    return Outcome::Gone;
-                }
-                Err(error) => {
-                    tracing::warn!(connection, error = %Chain(&error), "post failed");
-                    return Outcome::Failed;
+                    Err(error) => match delays.next() {
+                        Some(delay) => {
+                            tracing::debug!(connection, error = %Chain(&error), ?delay, "post failed; trying again");
+                            retries += 1;
+                            self.clock.sleep(*delay).await;
+                        }
+                        None => {
+                            tracing::warn!(connection, error = %Chain(&error), retries, "post failed for good; closing the connection");
+                            let closed = match self.poster.delete_connection(&connection).await {
+                                Ok(()) => true,
+                                Err(error) => {
+                                    tracing::error!(connection, error = %Chain(&error), "could not close a failing connection");
+                                    false
+                                }
+                            };
+                            return Outcome::Failed { retries, closed };
+                        }
+                    },
                 }
             }
         }
-        Outcome::Delivered { posts: frames.len() }
+        Outcome::Delivered { posts: frames.len(), retries }
     }
 }
 
 enum Outcome {
-    Delivered { posts: usize },
-    Gone,
-    Failed,
+    Delivered { posts: usize, retries: usize },
+    Gone { retries: usize },
+    Failed { retries: usize, closed: bool },
 }
 
 #[cfg(test)]
@@ -269,7 +403,7 @@ mod tests {
 
     fn inserted(event: &Event) -> Change {
         let item = layout::event_item(event);
-        Change { kind: ChangeKind::Insert, key: item.key.clone(), new: Some(item), old: None }
+        Change { kind: ChangeKind::Insert, key: item.key.clone(), new: Some(item) }
     }
 
     fn frame_seqs(frame: &Frame) -> Vec<u64> {
@@ -294,10 +428,10 @@ mod tests {
         let connection = Item::new(crate::store::Key::new("CONN#c", "META"));
         let changes = vec![
             inserted(&event("a", 1, "x")),
-            Change { kind: ChangeKind::Insert, key: connection.key.clone(), new: Some(connection.clone()), old: None },
+            Change { kind: ChangeKind::Insert, key: connection.key.clone(), new: Some(connection.clone()) },
             inserted(&event("b", 7, "y")),
             inserted(&event("a", 2, "z")),
-            Change { kind: ChangeKind::Remove, key: connection.key.clone(), new: None, old: Some(connection) },
+            Change { kind: ChangeKind::Remove, key: connection.key.clone(), new: None },
             inserted(&event("a", 3, "w")),
         ];
         let plan = FanoutPlan::from_changes(&changes).unwrap();

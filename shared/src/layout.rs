@@ -66,6 +66,14 @@ pub fn connection_pk(connection: &str) -> String {
     format!("{CONNECTION}{connection}")
 }
 
+/// The partitions of connections all begin with this.
+pub const CONNECTION_PARTITIONS: &str = CONNECTION;
+
+/// The connection whose partition `pk` is.
+pub fn connection_of(pk: &str) -> Option<&str> {
+    pk.strip_prefix(CONNECTION)
+}
+
 pub fn event_key(room: &str, seq: u64) -> Key {
     Key::new(room_pk(room), format!("{EVENT}{seq:020}"))
 }

@@ -29,8 +29,11 @@
 //! * [`store::Store`]: conditional writes, small transactions, partition queries, change feed
 //!   (DynamoDB; the embedded SQLite store). [`store::conformance`] holds the suite every
 //!   implementation must pass.
-//! * [`poster::Poster`]: send a frame to a connection, or learn that it is gone.
+//! * [`poster::Poster`]: send a frame to a connection, or learn that it is gone; close one.
 //! * [`clock::Clock`]: the time.
+//!
+//! With the `faults` feature, [`faults`] wraps a store and a poster to fail as real ones do
+//! (before applying, after applying with the answer lost, 410, throttled), for the simulation.
 
 pub mod access;
 pub mod actions;
@@ -38,6 +41,8 @@ pub mod clock;
 pub mod documents;
 pub mod engine;
 pub mod fanout;
+#[cfg(any(test, feature = "faults"))]
+pub mod faults;
 pub mod jobs;
 pub mod layout;
 pub mod limits;

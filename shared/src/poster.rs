@@ -45,4 +45,9 @@ pub struct PostError {
 #[async_trait]
 pub trait Poster: Send + Sync {
     async fn post(&self, connection: &str, frame: &Frame) -> Result<Delivery, PostError>;
+
+    /// Closes a connection (API Gateway's DeleteConnection): for one that keeps failing, so that
+    /// its client reconnects and recovers what it missed with `sync`. A connection already gone
+    /// is not an error.
+    async fn delete_connection(&self, connection: &str) -> Result<(), PostError>;
 }

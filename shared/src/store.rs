@@ -312,13 +312,14 @@ pub enum ChangeKind {
     Remove,
 }
 
-/// One record of the change feed (a DynamoDB Streams record with NEW_AND_OLD_IMAGES).
+/// One record of the change feed (a DynamoDB Streams record with NEW_IMAGE: nothing reads what
+/// an item was before, so neither store keeps it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub kind: ChangeKind,
     pub key: Key,
+    /// The item as written; `None` for a removal.
     pub new: Option<Item>,
-    pub old: Option<Item>,
 }
 
 /// Infrastructure failures. A failed condition is never one of these.

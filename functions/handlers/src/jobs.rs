@@ -13,6 +13,7 @@
 //! after the last retry the event goes to the dead-letter queue, whose alarm tells an
 //! administrator.
 
+use crate::metrics::Emf;
 use livesync_core::engine::Chain;
 use livesync_core::jobs::runs::RunRecord;
 use livesync_core::jobs::{JobError, JobName, Jobs, RunOutcome, Trigger};
@@ -90,28 +91,18 @@ pub fn answer(outcome: &RunOutcome) -> Value {
 /// A CloudWatch embedded-metric-format line for a finished run: CloudWatch Logs turns it into
 /// metrics (namespace `LiveSync`, dimension `Job`) with no API call from the function.
 pub fn metrics_line(job: JobName, record: Option<&RunRecord>, failed: bool, now_ms: u64) -> String {
-    let mut metrics =
-        vec![json!({"Name": "JobSucceeded", "Unit": "Count"}), json!({"Name": "JobFailed", "Unit": "Count"})];
-    let mut line = json!({
-        "Job": job.name(),
-        "JobSucceeded": u8::from(!failed),
-        "JobFailed": u8::from(failed),
-    });
-    let mut add = |name: &str, unit: &str, value: Value| {
-        if !value.is_null() {
-            metrics.push(json!({"Name": name, "Unit": unit}));
-            line[name] = value;
-        }
-    };
+    let mut emf =
+        Emf::new("Job", job.name()).count("JobSucceeded", u8::from(!failed)).count("JobFailed", u8::from(failed));
     if let Some(record) = record {
-        add("JobDurationMs", "Milliseconds", json!(record.duration_ms));
+        emf = emf.millis("JobDurationMs", json!(record.duration_ms));
         let summary: Value =
             record.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
         match job {
             JobName::Backup => {
-                add("BackupItems", "Count", summary["backup"]["items"].clone());
-                add("BackupBytes", "Bytes", summary["backup"]["bytes"].clone());
-                add("BackupsDeleted", "Count", json!(summary["deleted"].as_array().map(Vec::len)));
+                emf = emf
+                    .count("BackupItems", summary["backup"]["items"].clone())
+                    .bytes("BackupBytes", summary["backup"]["bytes"].clone())
+                    .count("BackupsDeleted", json!(summary["deleted"].as_array().map(Vec::len)));
             }
             JobName::Report => {
                 for (name, field) in [
@@ -121,16 +112,12 @@ pub fn metrics_line(job: JobName, record: Option<&RunRecord>, failed: bool, now_
                     ("ReportUnitsSold", "units_sold"),
                     ("ReportRestockSkus", "restock"),
                 ] {
-                    add(name, "Count", summary["totals"][field].clone());
+                    emf = emf.count(name, summary["totals"][field].clone());
                 }
             }
         }
     }
-    line["_aws"] = json!({
-        "Timestamp": now_ms,
-        "CloudWatchMetrics": [{"Namespace": "LiveSync", "Dimensions": [["Job"]], "Metrics": metrics}],
-    });
-    line.to_string()
+    emf.line(now_ms)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use livesync_core::{Engine, EngineError};
 pub mod authorizer;
 pub mod jobs;
 pub mod keys;
+pub mod metrics;
 mod stream;
 pub use stream::{change_from_record, fanout};
 
@@ -86,6 +87,7 @@ pub async fn message(
             ServerFrame::error(ErrorCode::BadRequest, "empty frame; send a JSON object with an \"action\"", None)
         }
     };
+    println!("{}", metrics::message_line(&reply, metrics::now_ms()));
     Ok(response(Some(reply.to_json())))
 }
 

@@ -8,11 +8,15 @@
 //! the retries are spent, it lands in the on-failure queue where someone can look at it. A batch
 //! that could not be counted into the day's figures is failed whole, to be counted on retry.
 //!
-//! A post that fails for a reason other than 410 (throttled after the SDK's retries, 5xx) only
-//! costs that connection those events: failing the record would re-post the room's whole batch to
-//! every subscriber, and one bad connection would hold every later batch of its room. The client
-//! recovers with `sync` when it sees a gap or reconnects.
+//! A post that fails for a reason other than 410 (throttled after the SDK's retries, 5xx) is
+//! tried again within the batch; if it keeps failing, that connection is closed and counted, and
+//! its client reconnects and recovers with `sync`. Failing the record instead would re-post the
+//! room's whole batch to every subscriber, and one bad connection would hold every later batch
+//! of its room.
+//!
+//! Each invocation logs one line of CloudWatch embedded metrics (see [`crate::metrics`]).
 
+use crate::metrics;
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use livesync_core::Fanout;
@@ -49,27 +53,20 @@ pub async fn fanout(fanout: &Fanout, event: Event) -> DynamoDbEventResponse {
             }
         }
     }
-    match fanout.deliver(&changes).await {
-        Ok(report) if report.tally_failed.is_some() => {
-            // The day's figures missed this batch: retry it whole (counting is idempotent, and
-            // subscribers drop the events they already have by seq).
-            failed.extend(sequence_numbers);
-        }
+    let report = match fanout.deliver(&changes).await {
         Ok(report) => {
-            for room in &report.failed_rooms {
-                for (change, sequence_number) in changes.iter().zip(&sequence_numbers) {
-                    let event = change.new.as_ref().and_then(|item| layout::event_from_item(item).ok().flatten());
-                    if event.is_some_and(|e| e.room == room.room && (room.first_seq..=room.last_seq).contains(&e.seq)) {
-                        failed.push(sequence_number.clone());
-                    }
-                }
-            }
+            // The records of rooms that failed, or the whole batch if the day's figures missed
+            // it (counting is idempotent, and subscribers drop the events they have by seq).
+            failed.extend(report.records_to_retry().into_iter().map(|index| sequence_numbers[index].clone()));
+            Some(report)
         }
         Err(error) => {
             tracing::error!(error = %Chain(&error), "fanout failed for the whole batch");
             failed.extend(sequence_numbers);
+            None
         }
-    }
+    };
+    println!("{}", metrics::fanout_line(event.records.len(), report.as_ref(), failed.len(), metrics::now_ms()));
     let mut response = DynamoDbEventResponse::default();
     response.batch_item_failures = failed
         .into_iter()
@@ -91,12 +88,7 @@ pub fn change_from_record(record: &EventRecord) -> Result<Change, StoreError> {
         other => return Err(malformed(format!("unknown eventName {other:?}"))),
     };
     let key = item_from_image(&record.change.keys)?.ok_or_else(|| malformed("a record without keys".to_owned()))?.key;
-    Ok(Change {
-        kind,
-        key,
-        new: item_from_image(&record.change.new_image)?,
-        old: item_from_image(&record.change.old_image)?,
-    })
+    Ok(Change { kind, key, new: item_from_image(&record.change.new_image)? })
 }
 
 fn malformed(reason: String) -> StoreError {

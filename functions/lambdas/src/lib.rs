@@ -255,4 +255,12 @@ impl Poster for ApiGatewayPoster {
             Err(error) => Err(PostError { connection: connection.to_owned(), source: Box::new(error) }),
         }
     }
+
+    async fn delete_connection(&self, connection: &str) -> Result<(), PostError> {
+        match self.client.delete_connection().connection_id(connection).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(error)) if error.err().is_gone_exception() => Ok(()),
+            Err(error) => Err(PostError { connection: connection.to_owned(), source: Box::new(error) }),
+        }
+    }
 }

@@ -59,7 +59,7 @@ impl StreamFeed {
         let stream_arn = description
             .table()
             .and_then(|t| t.latest_stream_arn())
-            .ok_or_else(|| StoreError::Invalid(format!("table {table} has no stream; enable NEW_AND_OLD_IMAGES")))?
+            .ok_or_else(|| StoreError::Invalid(format!("table {table} has no stream; enable one with NEW_IMAGE")))?
             .to_owned();
         let mut feed = StreamFeed {
             streams,
@@ -255,12 +255,7 @@ pub fn change_from_record(record: &Record) -> Result<Change, StoreError> {
     };
     let data = record.dynamodb().ok_or_else(|| malformed("stream record without data"))?;
     let key = item_from_image(data.keys().ok_or_else(|| malformed("stream record without keys"))?)?.key;
-    Ok(Change {
-        kind,
-        key,
-        new: data.new_image().map(item_from_image).transpose()?,
-        old: data.old_image().map(item_from_image).transpose()?,
-    })
+    Ok(Change { kind, key, new: data.new_image().map(item_from_image).transpose()? })
 }
 
 fn item_from_image(image: &HashMap<String, AttributeValue>) -> Result<Item, StoreError> {

@@ -64,6 +64,23 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()).load().await
 }
 
+/// The Streams client. An emulator (moto, DynamoDB Local) serves the table's stream at the
+/// table's own endpoint, so with only `AWS_ENDPOINT_URL_DYNAMODB` set, the stream is read there
+/// too, rather than at AWS's. `AWS_ENDPOINT_URL_DYNAMODB_STREAMS` (or `AWS_ENDPOINT_URL`, read
+/// into `config`) still decides when set.
+fn streams_client(
+    config: &aws_config::SdkConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> aws_sdk_dynamodbstreams::Client {
+    let builder = aws_sdk_dynamodbstreams::config::Builder::from(config);
+    match (env("AWS_ENDPOINT_URL_DYNAMODB_STREAMS"), env("AWS_ENDPOINT_URL_DYNAMODB")) {
+        (None, Some(table_endpoint)) => {
+            aws_sdk_dynamodbstreams::Client::from_conf(builder.endpoint_url(table_endpoint).build())
+        }
+        _ => aws_sdk_dynamodbstreams::Client::from_conf(builder.build()),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
@@ -76,7 +93,7 @@ impl DynamoStore {
     pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
         DynamoStore {
             client: Client::new(config),
-            streams: aws_sdk_dynamodbstreams::Client::new(config),
+            streams: streams_client(config, |name| std::env::var(name).ok()),
             table: table.into(),
         }
     }

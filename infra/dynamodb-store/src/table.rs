@@ -1,5 +1,5 @@
 //! Creating LiveSync's table exactly as `template.yaml` defines it: string `pk`/`sk`, on-demand
-//! billing, a NEW_AND_OLD_IMAGES stream, TTL on `expires_at`, point-in-time recovery.
+//! billing, a NEW_IMAGE stream (nothing reads old images), TTL on `expires_at`, point-in-time recovery.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
@@ -51,7 +51,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<TableSpec, Sto
         .stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
+                .stream_view_type(StreamViewType::NewImage)
                 .build()
                 .map_err(invalid)?,
         )

@@ -27,8 +27,7 @@ const SCHEMA: &str = "
         kind INTEGER NOT NULL,
         pk TEXT NOT NULL,
         sk TEXT NOT NULL,
-        new_attrs TEXT,
-        old_attrs TEXT
+        new_attrs TEXT
     );
 ";
 
@@ -227,7 +226,7 @@ impl<'a> Db<'a> {
             .and_then(|mut stmt| stmt.execute(params![item.key.pk, item.key.sk, attrs, item.expires_at()]));
         self.check(result)?;
         let kind = if old.is_some() { ChangeKind::Modify } else { ChangeKind::Insert };
-        self.log(kind, &item.key, Some(&attrs), old.as_ref().map(|o| encode(&o.attrs)).as_deref())
+        self.log(kind, &item.key, Some(&attrs))
     }
 
     fn remove(&mut self, old: Item) -> Result<(), StoreError> {
@@ -236,10 +235,10 @@ impl<'a> Db<'a> {
             .prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")
             .and_then(|mut stmt| stmt.execute(params![old.key.pk, old.key.sk]));
         self.check(result)?;
-        self.log(ChangeKind::Remove, &old.key, None, Some(&encode(&old.attrs)))
+        self.log(ChangeKind::Remove, &old.key, None)
     }
 
-    fn log(&mut self, kind: ChangeKind, key: &Key, new: Option<&str>, old: Option<&str>) -> Result<(), StoreError> {
+    fn log(&mut self, kind: ChangeKind, key: &Key, new: Option<&str>) -> Result<(), StoreError> {
         let kind = match kind {
             ChangeKind::Insert => 0,
             ChangeKind::Modify => 1,
@@ -247,8 +246,8 @@ impl<'a> Db<'a> {
         };
         let result = self
             .sql
-            .prepare_cached("INSERT INTO changes (kind, pk, sk, new_attrs, old_attrs) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .and_then(|mut stmt| stmt.execute(params![kind, key.pk, key.sk, new, old]));
+            .prepare_cached("INSERT INTO changes (kind, pk, sk, new_attrs) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut stmt| stmt.execute(params![kind, key.pk, key.sk, new]));
         self.check(result).map(drop)
     }
 
@@ -296,12 +295,23 @@ impl<'a> Db<'a> {
         Ok(Page { items, more })
     }
 
+    /// The partition keys that begin with `prefix` (SQLite can list them; DynamoDB would scan).
+    pub fn partitions(&mut self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let end = prefix_end(prefix).unwrap_or_else(|| "\u{10FFFF}".repeat(2));
+        self.check(
+            self.sql.prepare_cached("SELECT DISTINCT pk FROM items WHERE pk >= ?1 AND pk < ?2 ORDER BY pk").and_then(
+                |mut stmt| {
+                    stmt.query_map(params![prefix, end], |row| row.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                },
+            ),
+        )
+    }
+
     pub fn changes_after(&mut self, cursor: i64, max: usize) -> Result<Vec<(i64, Change)>, StoreError> {
         let rows = self.check(
             self.sql
-                .prepare_cached(
-                    "SELECT id, kind, pk, sk, new_attrs, old_attrs FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )
+                .prepare_cached("SELECT id, kind, pk, sk, new_attrs FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2")
                 .and_then(|mut stmt| {
                     stmt.query_map(params![cursor, max as i64], |row| {
                         Ok((
@@ -310,14 +320,13 @@ impl<'a> Db<'a> {
                             row.get::<_, String>(2)?,
                             row.get::<_, String>(3)?,
                             row.get::<_, Option<String>>(4)?,
-                            row.get::<_, Option<String>>(5)?,
                         ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()
                 }),
         )?;
         rows.into_iter()
-            .map(|(id, kind, pk, sk, new, old)| {
+            .map(|(id, kind, pk, sk, new)| {
                 let key = Key::new(pk, sk);
                 let image = |text: Option<String>| -> Result<Option<Item>, StoreError> {
                     text.map(|text| Ok(Item { attrs: decode(&key, &text)?, key: key.clone() })).transpose()
@@ -327,7 +336,7 @@ impl<'a> Db<'a> {
                     1 => ChangeKind::Modify,
                     _ => ChangeKind::Remove,
                 };
-                Ok((id, Change { kind, new: image(new)?, old: image(old)?, key }))
+                Ok((id, Change { kind, new: image(new)?, key }))
             })
             .collect()
     }

@@ -148,6 +148,13 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { jobs, reads, committed, feeds })
     }
 
+    /// The partition keys that begin with `prefix`: for a host that owns the whole store (the
+    /// runner, under its lock) to find what a previous process left, such as its connections.
+    pub async fn partitions(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.read(move |db| db.partitions(&prefix)).await
+    }
+
     /// Runs the sweep now rather than at its next interval.
     pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
         let feeds = self.feeds.clone();

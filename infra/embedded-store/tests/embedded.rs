@@ -68,7 +68,7 @@ async fn the_sweep_removes_expired_items_and_reports_each_removal() {
     let batch = tokio::time::timeout(Duration::from_secs(20), feed.next_batch(10)).await.unwrap().unwrap();
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].kind, ChangeKind::Remove);
-    assert_eq!(batch[0].old, Some(expired));
+    assert_eq!((batch[0].key.clone(), batch[0].new.clone()), (expired.key, None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

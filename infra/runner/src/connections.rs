@@ -214,6 +214,11 @@ impl Poster for Connections {
             }
         }
     }
+
+    async fn delete_connection(&self, connection: &str) -> Result<(), PostError> {
+        self.close(connection);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod commands;
 pub mod connections;
 pub mod gateway;
 mod management;
+pub mod mapping;
 mod page;
 pub mod remote;
 mod scheduler;
@@ -44,8 +45,8 @@ use livesync_core::engine::Chain;
 use livesync_core::jobs::{JobName, JobSettings, Jobs};
 use livesync_core::limits::{MemoryLimiter, WriteRate};
 use livesync_core::protocol::MAX_FRAME_BYTES as API_GATEWAY_FRAME_BYTES;
-use livesync_core::store::{ChangeFeed, Store, StoreError};
-use livesync_core::{Engine, Fanout};
+use livesync_core::store::{Store, StoreError};
+use livesync_core::{Engine, Fanout, layout};
 use livesync_embedded_store::backup::LocalBackups;
 use livesync_embedded_store::{DataDirLock, EmbeddedStore, Options};
 use livesync_handlers::authorizer::{self, Authorizer, Keyring, Origins};
@@ -68,9 +69,6 @@ pub const MAX_FRAME_BYTES: usize = API_GATEWAY_FRAME_BYTES;
 
 /// Starting size of each socket's read and write buffers.
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
-
-/// Change-feed records handed to one fanout call at most (an event source mapping's batch size).
-pub const FANOUT_BATCH: usize = 100;
 
 /// How long shutdown waits for sockets to close and run `$disconnect`.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -117,7 +115,8 @@ pub struct Config {
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
     /// Where data lives: `embedded` (one SQLite file in --data-dir) or `dynamodb` (the table
-    /// --table, at the endpoint of AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL, or AWS itself).
+    /// --table, at the endpoint of AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL, or AWS itself;
+    /// its stream is read at the same endpoint unless AWS_ENDPOINT_URL_DYNAMODB_STREAMS says).
     #[arg(long, env = "LIVESYNC_STORE", value_enum, default_value_t = StoreKind::Embedded)]
     pub store: StoreKind,
     /// DynamoDB table (with --store dynamodb).
@@ -362,8 +361,18 @@ impl Runner {
             ),
             StoreKind::Dynamodb => None,
         };
-        let store = open_store(&config.data, Options::default()).await?;
         let store_error = |source| RunnerError::Store { place: store_place(&config.data), source };
+        // Under the lock, the embedded store's connections are all of a process that is gone.
+        let (store, previous_connections) = match config.data.store {
+            StoreKind::Embedded => {
+                let embedded = EmbeddedStore::open(&config.data.data_dir, Options::default()).map_err(store_error)?;
+                let previous = embedded.partitions(layout::CONNECTION_PARTITIONS).await.map_err(store_error)?;
+                let previous: Vec<String> =
+                    previous.iter().filter_map(|pk| layout::connection_of(pk)).map(str::to_owned).collect();
+                (Arc::new(embedded) as Arc<dyn Store>, previous)
+            }
+            StoreKind::Dynamodb => (open_store(&config.data, Options::default()).await?, Vec::new()),
+        };
         let schedules = if config.jobs.template.as_os_str().is_empty() {
             Vec::new()
         } else if config.jobs.template.exists() {
@@ -413,6 +422,20 @@ impl Runner {
             max_connection: Duration::from_secs(config.max_connection_secs),
             stopping: stopping.clone(),
         });
+        // Their subscriptions would be posted to, found gone and forgotten one by one; their
+        // members would stay in presence until then. They are forgotten now instead.
+        if !previous_connections.is_empty() {
+            let mut forgotten = 0;
+            for connection in &previous_connections {
+                match app.engine.disconnect(connection).await {
+                    Ok(_) => forgotten += 1,
+                    Err(error) => {
+                        tracing::warn!(connection, error = %Chain(&error), "could not forget a previous connection")
+                    }
+                }
+            }
+            tracing::info!(forgotten, "connections of the previous process forgotten");
+        }
         let schedule_clock = config.schedule_clock.clock();
         let jobs = Arc::new(jobs(&config.data, &config.jobs, store.clone(), schedule_clock.clone()).await);
         let scheduled: Vec<(JobName, String)> =
@@ -422,7 +445,7 @@ impl Runner {
         );
         let fanout = Fanout::new(store, connections.clone()).counting();
         let open_sockets = connections.clone();
-        let fanout_task = tokio::spawn(run_fanout(feed, fanout, stopping.clone()));
+        let fanout_task = tokio::spawn(mapping::run(feed, fanout, stopping.clone()));
 
         let credentials =
             management::Credentials::new(config.management_key_id.clone(), config.management_secret_key.clone());
@@ -578,26 +601,6 @@ async fn upgrade(
             });
         })
         .on_upgrade(move |socket| socket::serve(app, socket, peer))
-}
-
-/// The local event source mapping: change feed -> fanout, batch after batch, in order.
-async fn run_fanout(mut feed: Box<dyn ChangeFeed>, fanout: Fanout, mut stopping: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            batch = feed.next_batch(FANOUT_BATCH) => match batch {
-                Ok(changes) => {
-                    if let Err(error) = fanout.deliver(&changes).await {
-                        tracing::error!(error = %Chain(&error), "fanout failed; subscribers recover with sync");
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(error = %Chain(&error), "change feed failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
-            () = stopped(&mut stopping) => return,
-        }
-    }
 }
 
 /// Resolves once shutdown has been asked for (or the runner is gone).

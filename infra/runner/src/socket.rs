@@ -7,6 +7,11 @@
 //! in order, and the next is read only once the socket's queue has room: a client that sends
 //! and never reads stops being read, instead of growing its queue.
 //!
+//! At shutdown the socket stops reading between frames, never in the middle of one: a request
+//! being handled is finished and answered, what is queued (replies and pushes) is written, and
+//! then the close frame (1001) goes out. A frame the server never read was not applied; client
+//! libraries send unanswered requests again once they reconnect.
+//!
 //! API Gateway's connection limits hold here too: a frame over 32 KB is closed with 1009, text
 //! that is not UTF-8 with 1007, a connection with no data message either way for the idle
 //! timeout (10 minutes) and every connection at its maximum age (2 hours) with 1001.
@@ -38,25 +43,38 @@ struct Ending {
     /// The client closed: flush the close frame the WebSocket layer queued in reply (the code
     /// echoed, or 1002 for a code no peer may send), completing the closing handshake.
     answer_close: bool,
+    /// Write what is still queued before the close frame (shutdown).
+    drain: bool,
 }
 
 impl Ending {
     fn by_server(code: u16, reason: &'static str) -> Self {
-        Ending { code, reason, tell_client: true, answer_close: false }
+        Ending { code, reason, tell_client: true, answer_close: false, drain: false }
     }
 
     fn by_client(code: u16, reason: &'static str) -> Self {
-        Ending { code, reason, tell_client: false, answer_close: false }
+        Ending { code, reason, tell_client: false, answer_close: false, drain: false }
     }
 
     /// The client sent a close frame.
     fn client_closed(code: u16) -> Self {
-        Ending { code, reason: "Client closed", tell_client: false, answer_close: true }
+        Ending { code, reason: "Client closed", tell_client: false, answer_close: true, drain: false }
     }
 
     /// Closed by the server in the middle of a write: no close frame can follow.
     fn abandoned(code: u16, reason: &'static str) -> Self {
-        Ending { code, reason, tell_client: false, answer_close: false }
+        Ending { code, reason, tell_client: false, answer_close: false, drain: false }
+    }
+
+    /// The runner is stopping: the queue is written, then the close frame.
+    fn shutdown() -> Self {
+        Ending {
+            code: close_code::AWAY,
+            reason: "server shutting down",
+            tell_client: true,
+            answer_close: false,
+            drain: true,
+        }
     }
 }
 
@@ -72,15 +90,32 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
     // The last data message either way, for the idle timeout.
     let last_data_ms = AtomicI64::new(app.clock.now_ms() as i64);
     let (mut sink, stream) = socket.split();
-    let ending = tokio::select! {
-        ending = write_frames(&app, &mut sink, &mut outbox, &queue, &too_slow, &last_data_ms) => ending,
-        ending = read_frames(&app, stream, &peer, (&replies, &queue), &last_active_ms, &last_data_ms) => ending,
-        () = idle(&app, &last_data_ms) => Ending::by_server(close_code::AWAY, "Idle timeout: send a ping message more often"),
-        // DeleteConnection through the management API.
-        () = close.notified() => Ending::by_server(close_code::NORMAL, "Connection deleted"),
-        // API Gateway closes every connection after 2 hours; the connection's items expire
-        // soon after, so a socket must not outlive them.
-        () = tokio::time::sleep(app.max_connection) => Ending::by_server(close_code::AWAY, "Going away"),
+    let finish = Notify::new();
+    // The writer borrows the sink until it is done; the close frame comes after.
+    let ending = {
+        let writer = write_frames(&app, &mut sink, &mut outbox, (&queue, &too_slow, &finish), &last_data_ms);
+        tokio::pin!(writer);
+        let mut ending = tokio::select! {
+            ending = &mut writer => ending,
+            ending = read_frames(&app, stream, &peer, (&replies, &queue), &last_active_ms, &last_data_ms) => ending,
+            () = idle(&app, &last_data_ms) => Ending::by_server(close_code::AWAY, "Idle timeout: send a ping message more often"),
+            // DeleteConnection through the management API.
+            () = close.notified() => Ending::by_server(close_code::NORMAL, "Connection deleted"),
+            // API Gateway closes every connection after 2 hours; the connection's items expire
+            // soon after, so a socket must not outlive them.
+            () = tokio::time::sleep(app.max_connection) => Ending::by_server(close_code::AWAY, "Going away"),
+        };
+        // The reader stopped for shutdown after answering what it had read: the writer finishes
+        // the batch it may be writing, then writes the rest of the queue, in order.
+        if ending.drain {
+            finish.notify_one();
+            match tokio::time::timeout(CLOSE_WRITE, &mut writer).await {
+                Ok(written) if written.drain => {}
+                Ok(other) => ending = other,
+                Err(_) => ending = Ending::abandoned(close_code::AWAY, "server shutting down"),
+            }
+        }
+        ending
     };
     // A peer that stopped reading cannot take a close frame: do not wait on it for long.
     if ending.tell_client {
@@ -120,10 +155,18 @@ async fn read_frames(
     last_data_ms: &AtomicI64,
 ) -> Ending {
     let queue_limit = app.connections.queue_limit();
+    let mut stopping = app.stopping.clone();
     loop {
         // Room for the reply first: a client that does not read its replies is not read either.
-        queue.below(queue_limit).await;
-        let Some(message) = stream.next().await else { break };
+        // Shutdown stops the reading here, between frames, never while one is handled.
+        let message = tokio::select! {
+            message = async {
+                queue.below(queue_limit).await;
+                stream.next().await
+            } => message,
+            () = crate::stopped(&mut stopping) => return Ending::shutdown(),
+        };
+        let Some(message) = message else { break };
         let now = app.clock.now_ms() as i64;
         last_active_ms.store(now, Ordering::Relaxed);
         let (body, binary) = match message {
@@ -187,12 +230,12 @@ async fn write_frames(
     app: &App,
     sink: &mut SplitSink<WebSocket, Message>,
     outbox: &mut mpsc::UnboundedReceiver<Frame>,
-    queue: &Queue,
-    too_slow: &Notify,
+    (queue, too_slow, finish): (&Queue, &Notify, &Notify),
     last_data_ms: &AtomicI64,
 ) -> Ending {
-    let mut stopping = app.stopping.clone();
     const TOO_SLOW: &str = "too slow: send queue full; reconnect and join with since";
+    // Shutdown is the reader's to notice (between frames); the writer keeps writing meanwhile,
+    // and what is left when the reader stops is written before the close frame.
     loop {
         let mut batch = tokio::select! {
             frame = outbox.recv() => match frame {
@@ -200,7 +243,16 @@ async fn write_frames(
                 None => return Ending::by_server(close_code::AWAY, "Going away"),
             },
             () = too_slow.notified() => return Ending::by_server(close_code::POLICY, TOO_SLOW),
-            () = crate::stopped(&mut stopping) => return Ending::by_server(close_code::AWAY, "server shutting down"),
+            () = finish.notified() => {
+                let mut rest = Vec::new();
+                while let Ok(frame) = outbox.try_recv() {
+                    rest.push(frame);
+                }
+                return match write_batch(sink, rest).await {
+                    Ok(()) => Ending::shutdown(),
+                    Err(_) => Ending::by_client(close_code::ABNORMAL, "Connection lost"),
+                };
+            }
         };
         while let Ok(frame) = outbox.try_recv() {
             batch.push(frame);
@@ -217,7 +269,6 @@ async fn write_frames(
                 last_data_ms.store(app.clock.now_ms() as i64, Ordering::Relaxed);
             }
             () = too_slow.notified() => return Ending::abandoned(close_code::POLICY, TOO_SLOW),
-            () = crate::stopped(&mut stopping) => return Ending::abandoned(close_code::AWAY, "server shutting down"),
         }
     }
 }
