@@ -47,6 +47,11 @@ const SUBSCRIBER_PAGE: usize = 1000;
 pub const POST_RETRY_DELAYS: [Duration; 3] =
     [Duration::from_millis(100), Duration::from_millis(400), Duration::from_millis(1600)];
 
+/// Posts are retried only this long after a batch began: when every post fails (a policy
+/// mistake, an account-wide throttle), a room of thousands must not hold the batch past the
+/// fanout function's timeout (60 s), which would fail the whole batch and block its shard.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(10);
+
 /// The frames of one room for one batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomFrames {
@@ -65,18 +70,28 @@ pub struct RoomFrames {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FanoutPlan {
     pub rooms: Vec<RoomFrames>,
+    /// Indexes of event records that cannot be read: skipped (reading them again would fail
+    /// again), so that one damaged record never holds back the good ones.
+    pub unreadable: Vec<usize>,
 }
 
 impl FanoutPlan {
     /// Plans the delivery of every event inserted in `changes`; other changes are not events.
-    pub fn from_changes(changes: &[Change]) -> Result<Self, StoreError> {
+    pub fn from_changes(changes: &[Change]) -> Self {
         let mut by_room: Vec<(String, Vec<(usize, Event)>)> = Vec::new();
+        let mut unreadable = Vec::new();
         for (index, change) in changes.iter().enumerate() {
             let (ChangeKind::Insert, Some(item)) = (change.kind, &change.new) else {
                 continue;
             };
-            let Some(event) = layout::event_from_item(item)? else {
-                continue;
+            let event = match layout::event_from_item(item) {
+                Ok(Some(event)) => event,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::error!(error = %Chain(&error), "unreadable event record skipped");
+                    unreadable.push(index);
+                    continue;
+                }
             };
             match by_room.iter_mut().find(|(room, _)| *room == event.room) {
                 Some((_, events)) => events.push((index, event)),
@@ -84,7 +99,7 @@ impl FanoutPlan {
             }
         }
         let rooms = by_room.into_iter().map(|(room, events)| encode_room(room, events)).collect();
-        Ok(FanoutPlan { rooms })
+        FanoutPlan { rooms, unreadable }
     }
 }
 
@@ -147,6 +162,8 @@ pub struct FanoutReport {
     pub failed_posts: usize,
     /// Of those, the connections that could not even be closed.
     pub unclosed: usize,
+    /// Event records that could not be read, skipped.
+    pub unreadable_records: usize,
     /// Rooms whose subscribers could not be read: none of their subscribers got this batch.
     pub failed_rooms: Vec<RoomFailure>,
     /// The batch could not be counted into the day's figures; counting it again is safe.
@@ -212,6 +229,7 @@ pub struct Fanout {
     /// and the waits between post retries.
     clock: Arc<dyn Clock>,
     retry_delays: Vec<Duration>,
+    retry_window: Duration,
     heads: RoomHeads,
     counting: bool,
 }
@@ -224,6 +242,7 @@ impl Fanout {
             concurrency: POST_CONCURRENCY,
             clock: Arc::new(SystemClock),
             retry_delays: POST_RETRY_DELAYS.to_vec(),
+            retry_window: RETRY_WINDOW,
             heads: RoomHeads::default(),
             counting: false,
         }
@@ -251,13 +270,18 @@ impl Fanout {
         self
     }
 
-    /// Delivers one batch of changes. Only a batch that cannot even be read fails as a whole.
-    pub async fn deliver(&self, changes: &[Change]) -> Result<FanoutReport, StoreError> {
-        let plan = FanoutPlan::from_changes(changes)?;
-        let mut report = FanoutReport { records: changes.len(), ..FanoutReport::default() };
+    /// Delivers one batch of changes. What failed is in the report, down to the record.
+    pub async fn deliver(&self, changes: &[Change]) -> FanoutReport {
+        let plan = FanoutPlan::from_changes(changes);
+        let mut report = FanoutReport {
+            records: changes.len(),
+            unreadable_records: plan.unreadable.len(),
+            ..FanoutReport::default()
+        };
         report.events = plan.rooms.iter().map(|room| room.events).sum();
+        let retry_until = self.clock.now_ms() + self.retry_window.as_millis() as u64;
         // Collected first: a stream mapping a borrowing closure is not provably `Send`.
-        let deliveries: Vec<_> = plan.rooms.iter().map(|room| self.deliver_room(room)).collect();
+        let deliveries: Vec<_> = plan.rooms.iter().map(|room| self.deliver_room(room, retry_until)).collect();
         let mut rooms = stream::iter(deliveries).buffer_unordered(ROOM_CONCURRENCY);
         while let Some(room) = rooms.next().await {
             report.merge(room);
@@ -282,16 +306,18 @@ impl Fanout {
                 gone = report.gone,
                 failed_posts = report.failed_posts,
                 failed_rooms = report.failed_rooms.len(),
+                unclosed = report.unclosed,
+                unreadable = report.unreadable_records,
                 lag_ms = report.lag_ms,
                 "fanout"
             );
         }
-        Ok(report)
+        report
     }
 
-    async fn deliver_room(&self, room: &RoomFrames) -> RoomReport {
+    async fn deliver_room(&self, room: &RoomFrames, retry_until: u64) -> RoomReport {
         let mut report = RoomReport::default();
-        if let Err(error) = self.post_to_subscribers(room, &mut report).await {
+        if let Err(error) = self.post_to_subscribers(room, retry_until, &mut report).await {
             tracing::warn!(room = room.room, error = %Chain(&error), "fanout could not read subscribers");
             report.failure = Some(RoomFailure {
                 room: room.room.clone(),
@@ -304,13 +330,18 @@ impl Fanout {
         report
     }
 
-    async fn post_to_subscribers(&self, room: &RoomFrames, report: &mut RoomReport) -> Result<(), StoreError> {
+    async fn post_to_subscribers(
+        &self,
+        room: &RoomFrames,
+        retry_until: u64,
+        report: &mut RoomReport,
+    ) -> Result<(), StoreError> {
         let mut after: Option<String> = None;
         loop {
             let (subscribers, resume) =
                 membership::subscribers(self.store.as_ref(), &room.room, after.as_deref(), SUBSCRIBER_PAGE).await?;
             let mut outcomes = stream::iter(subscribers)
-                .map(|connection| self.post_frames(connection, &room.frames))
+                .map(|connection| self.post_frames(connection, &room.frames, retry_until))
                 .buffer_unordered(self.concurrency);
             while let Some(outcome) = outcomes.next().await {
                 match outcome {
@@ -337,7 +368,7 @@ impl Fanout {
         }
     }
 
-    async fn post_frames(&self, connection: String, frames: &[Frame]) -> Outcome {
+    async fn post_frames(&self, connection: String, frames: &[Frame], retry_until: u64) -> Outcome {
         let mut retries = 0;
         for frame in frames {
             let mut delays = self.retry_delays.iter();
@@ -352,7 +383,10 @@ impl Fanout {
                         }
                         return Outcome::Gone { retries };
                     }
-                    Err(error) => match delays.next() {
+                    Err(error) => match delays
+                        .next()
+                        .filter(|delay| self.clock.now_ms().saturating_add(delay.as_millis() as u64) <= retry_until)
+                    {
                         Some(delay) => {
                             tracing::debug!(connection, error = %Chain(&error), ?delay, "post failed; trying again");
                             retries += 1;
@@ -417,7 +451,7 @@ mod tests {
 
     #[test]
     fn a_lone_event_is_pushed_as_an_event_frame() {
-        let plan = FanoutPlan::from_changes(&[inserted(&event("a", 1, "x"))]).unwrap();
+        let plan = FanoutPlan::from_changes(&[inserted(&event("a", 1, "x"))]);
         assert_eq!(plan.rooms.len(), 1);
         let text = std::str::from_utf8(plan.rooms[0].frames[0].bytes()).unwrap();
         assert!(text.starts_with(r#"{"type":"event","room":"a","seq":1"#), "{text}");
@@ -434,7 +468,7 @@ mod tests {
             Change { kind: ChangeKind::Remove, key: connection.key.clone(), new: None },
             inserted(&event("a", 3, "w")),
         ];
-        let plan = FanoutPlan::from_changes(&changes).unwrap();
+        let plan = FanoutPlan::from_changes(&changes);
         let rooms: Vec<(&str, u64, u64, usize)> =
             plan.rooms.iter().map(|r| (r.room.as_str(), r.first_seq, r.last_seq, r.events)).collect();
         assert_eq!(rooms, vec![("a", 1, 3, 3), ("b", 7, 7, 1)]);
@@ -446,7 +480,7 @@ mod tests {
     fn batched_frames_stay_under_32_kb_and_keep_every_event_in_order() {
         let data = "d".repeat(3000);
         let changes: Vec<Change> = (1..=40).map(|seq| inserted(&event("big", seq, &data))).collect();
-        let plan = FanoutPlan::from_changes(&changes).unwrap();
+        let plan = FanoutPlan::from_changes(&changes);
         let frames = &plan.rooms[0].frames;
         assert!(frames.len() > 1);
         assert!(
@@ -465,7 +499,7 @@ mod tests {
         let huge = "h".repeat(MAX_FRAME_BYTES + 10);
         let changes =
             vec![inserted(&event("r", 1, "s")), inserted(&event("r", 2, &huge)), inserted(&event("r", 3, "t"))];
-        let plan = FanoutPlan::from_changes(&changes).unwrap();
+        let plan = FanoutPlan::from_changes(&changes);
         let frames = &plan.rooms[0].frames;
         assert_eq!(frames.iter().map(frame_seqs).collect::<Vec<_>>(), vec![vec![1], vec![2], vec![3]]);
     }

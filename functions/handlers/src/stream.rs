@@ -53,20 +53,11 @@ pub async fn fanout(fanout: &Fanout, event: Event) -> DynamoDbEventResponse {
             }
         }
     }
-    let report = match fanout.deliver(&changes).await {
-        Ok(report) => {
-            // The records of rooms that failed, or the whole batch if the day's figures missed
-            // it (counting is idempotent, and subscribers drop the events they have by seq).
-            failed.extend(report.records_to_retry().into_iter().map(|index| sequence_numbers[index].clone()));
-            Some(report)
-        }
-        Err(error) => {
-            tracing::error!(error = %Chain(&error), "fanout failed for the whole batch");
-            failed.extend(sequence_numbers);
-            None
-        }
-    };
-    println!("{}", metrics::fanout_line(event.records.len(), report.as_ref(), failed.len(), metrics::now_ms()));
+    let report = fanout.deliver(&changes).await;
+    // The records of rooms that failed, or the whole batch if the day's figures missed it
+    // (counting is idempotent, and subscribers drop the events they have by seq).
+    failed.extend(report.records_to_retry().into_iter().map(|index| sequence_numbers[index].clone()));
+    println!("{}", metrics::fanout_line(event.records.len(), &report, failed.len(), metrics::now_ms()));
     let mut response = DynamoDbEventResponse::default();
     response.batch_item_failures = failed
         .into_iter()

@@ -128,8 +128,30 @@ fn the_jobs_run_on_scheduler_with_retries_a_dead_letter_queue_and_an_alarm_that_
     assert!(report.contains("Action: [events:PutEvents]") && !report.contains("dynamodb:CreateBackup"));
     let alarms = resources(&template, "AWS::CloudWatch::Alarm");
     let names: Vec<&str> = alarms.iter().map(|a| a.0).collect();
-    assert_eq!(names, ["JobFailuresAlarm", "BackupErrorsAlarm", "ReportErrorsAlarm"]);
-    assert!(alarms.iter().all(|a| a.1.contains("AlarmActions: [!Ref AlarmTopic]")));
+    assert_eq!(names[..3], ["JobFailuresAlarm", "BackupErrorsAlarm", "ReportErrorsAlarm"]);
+    assert!(alarms.iter().all(|a| a.1.contains("AlarmActions: [!Ref AlarmTopic]")), "one topic for every alarm");
     let subscription = &resources(&template, "AWS::SNS::Subscription")[0].1;
     assert!(subscription.contains("Protocol: email") && subscription.contains("Endpoint: !Ref AlarmEmail"));
+}
+
+#[test]
+fn the_fanout_and_the_table_have_alarms_for_every_silent_failure() {
+    let template = template();
+    let alarms = resources(&template, "AWS::CloudWatch::Alarm");
+    let watching = |metric: &str, dimension: &str| {
+        alarms.iter().any(|(_, body)| body.contains(&format!("MetricName: {metric}\n")) && body.contains(dimension))
+    };
+    assert!(watching("Errors", "Value: !Ref FanoutFunction"), "fanout errors");
+    assert!(watching("IteratorAge", "Value: !Ref FanoutFunction"), "the stream falling behind");
+    let age = &alarms.iter().find(|a| a.1.contains("MetricName: IteratorAge")).unwrap().1;
+    assert!(age.contains("Threshold: 60000"), "over 60 s behind");
+    assert!(watching("NumberOfMessagesSent", "Value: !GetAtt FanoutFailures.QueueName"), "records given up on");
+    assert!(watching("FailedPosts", "Value: fanout"), "posts failing after their retries (EMF)");
+    assert!(
+        watching("WriteThrottleEvents", "Value: !Ref Table") && watching("ReadThrottleEvents", "Value: !Ref Table")
+    );
+    assert!(watching("Throttles", "Namespace: AWS/Lambda"), "Lambda throttles");
+    let functions = resources(&template, "AWS::Serverless::Function");
+    let fanout = &functions.iter().find(|f| f.0 == "FanoutFunction").unwrap().1;
+    assert!(fanout.contains("/DELETE/@connections/*"), "the fanout may close a connection that keeps failing");
 }

@@ -75,7 +75,7 @@ async fn a_batch_reaches_every_subscriber_and_a_gone_connection_is_forgotten() {
     }
     let poster = Arc::new(Recording { gone: vec!["gone".into()], failing: vec!["flaky".into()], ..Default::default() });
 
-    let report = quick_retries(Fanout::new(store.clone(), poster.clone())).deliver(&changes).await.unwrap();
+    let report = quick_retries(Fanout::new(store.clone(), poster.clone())).deliver(&changes).await;
 
     assert_eq!(report.events, 3);
     assert_eq!(report.deliveries, 3, "three events to the one healthy subscriber");
@@ -115,7 +115,7 @@ async fn a_room_with_more_subscribers_than_one_page_reaches_them_all() {
     let changes = next_batch(&mut feed).await;
     let poster = Arc::new(Recording::default());
 
-    let report = Fanout::new(store, poster.clone()).deliver(&changes).await.unwrap();
+    let report = Fanout::new(store, poster.clone()).deliver(&changes).await;
 
     assert_eq!(report.deliveries, 2500);
     assert_eq!(poster.frames.lock().unwrap().len(), 2500);
@@ -133,7 +133,7 @@ async fn a_post_throttled_then_succeeding_is_delivered_once_and_counted_as_retri
     let poster = Arc::new(Recording::default());
     poster.throttled.lock().unwrap().insert("busy".into(), 2);
 
-    let report = quick_retries(Fanout::new(store, poster.clone())).deliver(&changes).await.unwrap();
+    let report = quick_retries(Fanout::new(store, poster.clone())).deliver(&changes).await;
 
     assert_eq!((report.deliveries, report.retried_posts, report.failed_posts), (1, 2, 0));
     assert_eq!(poster.frames.lock().unwrap()["busy"].len(), 1);
@@ -159,8 +159,8 @@ async fn events_out_of_seq_order_in_a_batch_are_pushed_in_seq_order_and_a_redeli
     let poster = Arc::new(Recording::default());
     let fanout = Fanout::new(store, poster.clone());
 
-    fanout.deliver(&changes).await.unwrap();
-    fanout.deliver(&changes).await.unwrap();
+    fanout.deliver(&changes).await;
+    fanout.deliver(&changes).await;
 
     let frames = poster.frames.lock().unwrap()["reader"].clone();
     let seqs: Vec<Vec<u64>> = frames
@@ -193,7 +193,7 @@ async fn rooms_whose_subscribers_cannot_be_read_fail_exactly_their_own_records()
     faults.set_rates(1.0, 0.0);
     let unreadable: Arc<dyn Store> = Arc::new(FaultyStore::new(store, faults));
 
-    let report = Fanout::new(unreadable, Arc::new(Recording::default())).deliver(&changes).await.unwrap();
+    let report = Fanout::new(unreadable, Arc::new(Recording::default())).deliver(&changes).await;
 
     assert_eq!(report.failed_rooms.len(), 2);
     assert_eq!(report.records_to_retry(), events, "the event records, and only those, are retried");

@@ -10,6 +10,8 @@
 //! * per room, the log holds seqs 1..=head with no gap, and each client id at most once (no
 //!   event applied twice, however often its write was retried);
 //! * every write that was acknowledged is in the log, under the seq its ack named;
+//! * every push to a connection moves past the last seq it pushed there, in seq order, or is
+//!   an exact repeat of an earlier push (a redelivery): the fanout never reorders;
 //! * every client saw every room's events in seq order, each once, with no gap after recovery,
 //!   and all clients hold the same log (convergence).
 //!
@@ -124,6 +126,9 @@ struct Simulation {
     acks: HashMap<(&'static str, String), u64>,
     counts: Counts,
     requests: u64,
+    /// Per connection and room: the last seq pushed, and every frame pushed (a push that does
+    /// not move past the last seq must be an exact repeat of an earlier one: a redelivery).
+    pushed: HashMap<(String, String), (u64, HashSet<String>)>,
     /// Faults are off: the settling phase.
     healing: bool,
 }
@@ -141,7 +146,7 @@ impl Simulation {
             rng: StdRng::seed_from_u64(seed),
             faults,
             engine: Engine::new(store.clone(), Arc::new(SystemClock)),
-            fanout: Fanout::new(store, poster).with_retry_delays(vec![Duration::ZERO; 3]),
+            fanout: Fanout::new(store, poster).counting().with_retry_delays(vec![Duration::ZERO; 3]),
             store: embedded,
             feed,
             sockets,
@@ -149,6 +154,7 @@ impl Simulation {
             acks: HashMap::new(),
             counts: Counts::default(),
             requests: 0,
+            pushed: HashMap::new(),
             healing: false,
         };
         for n in 0..clients {
@@ -298,6 +304,18 @@ impl Simulation {
                 Some("events") => (pushed["room"].as_str().unwrap().to_owned(), pushed["events"].clone()),
                 _ => self.fail(format!("an unexpected push: {frame}")),
             };
+            let seqs: Vec<u64> = events.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+            if seqs.windows(2).any(|pair| pair[0] >= pair[1]) {
+                self.fail(format!("a push to {connection} is not in seq order: {seqs:?}"));
+            }
+            let (last, frames) = self.pushed.entry((connection.clone(), room.clone())).or_default();
+            if seqs[0] > *last {
+                *last = *seqs.last().unwrap();
+                frames.insert(frame.clone());
+            } else if !frames.contains(&frame) {
+                let last = *last;
+                self.fail(format!("{connection} was pushed {seqs:?} of {room} after seq {last}, and not as a repeat"));
+            }
             let room = ROOMS.into_iter().find(|r| *r == room).unwrap();
             if !self.take_events(client, room, &events) {
                 self.counts.gaps_filled += 1;
@@ -324,7 +342,7 @@ impl Simulation {
         }
         let mut changes: Vec<Change> = batch;
         for _ in 0..=5 {
-            let report = self.fanout.deliver(&changes).await.unwrap();
+            let report = self.fanout.deliver(&changes).await;
             let retry = report.records_to_retry();
             if retry.is_empty() {
                 break;
@@ -333,7 +351,7 @@ impl Simulation {
         }
         if self.rng.random_bool(0.1) {
             self.counts.redelivered_batches += 1;
-            self.fanout.deliver(&changes).await.unwrap();
+            self.fanout.deliver(&changes).await;
         }
         true
     }

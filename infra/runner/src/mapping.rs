@@ -10,7 +10,7 @@
 use livesync_core::engine::Chain;
 use livesync_core::store::{Change, ChangeFeed};
 use livesync_core::{Fanout, FanoutReport};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Change-feed records handed to one fanout call at most (an event source mapping's batch size).
@@ -35,7 +35,9 @@ pub struct Totals {
     pub retried_posts: u64,
     pub gone: u64,
     pub failed_posts: u64,
+    pub unclosed: u64,
     pub failed_rooms: u64,
+    pub unreadable_records: u64,
     pub retried_batches: u64,
     pub abandoned_records: u64,
     pub max_lag_ms: u64,
@@ -49,7 +51,9 @@ impl Totals {
         self.retried_posts += report.retried_posts as u64;
         self.gone += report.gone as u64;
         self.failed_posts += report.failed_posts as u64;
+        self.unclosed += report.unclosed as u64;
         self.failed_rooms += report.failed_rooms.len() as u64;
+        self.unreadable_records += report.unreadable_records as u64;
         if report.events > 0 {
             self.max_lag_ms = self.max_lag_ms.max(report.lag_ms);
         }
@@ -64,7 +68,9 @@ impl Totals {
             retried_posts = self.retried_posts,
             gone = self.gone,
             failed_posts = self.failed_posts,
+            unclosed = self.unclosed,
             failed_rooms = self.failed_rooms,
+            unreadable_records = self.unreadable_records,
             retried_batches = self.retried_batches,
             abandoned_records = self.abandoned_records,
             max_lag_ms = self.max_lag_ms,
@@ -75,62 +81,64 @@ impl Totals {
 
 pub async fn run(mut feed: Box<dyn ChangeFeed>, fanout: Fanout, mut stopping: watch::Receiver<bool>) {
     let mut totals = Totals::default();
-    let mut summary = tokio::time::interval(SUMMARY_EVERY);
-    summary.tick().await;
+    let mut summarised = Instant::now();
     loop {
+        // Only shutdown may interrupt a read of the feed: a read dropped halfway (the DynamoDB
+        // feed holds a shard's iterator while it reads) could skip records.
         tokio::select! {
             batch = feed.next_batch(FANOUT_BATCH) => match batch {
-                Ok(changes) => deliver(&fanout, changes, &mut totals).await,
+                Ok(changes) => deliver(&fanout, changes, &mut totals, &mut stopping).await,
                 Err(error) => {
                     tracing::error!(error = %Chain(&error), "change feed failed; reading it again in a second");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
-            _ = summary.tick() => {
-                if totals != Totals::default() {
-                    totals.log();
-                    totals = Totals::default();
-                }
-            }
-            () = crate::stopped(&mut stopping) => {
-                if totals != Totals::default() {
-                    totals.log();
-                }
-                return;
-            }
+            () = crate::stopped(&mut stopping) => break,
         }
+        // Figures move only with batches, so a summary after a batch misses nothing.
+        if summarised.elapsed() >= SUMMARY_EVERY && totals != Totals::default() {
+            totals.log();
+            totals = Totals::default();
+            summarised = Instant::now();
+        }
+    }
+    if totals != Totals::default() {
+        totals.log();
     }
 }
 
-/// Delivers one batch, then its failed records again, up to [`RETRIES`] times.
-pub async fn deliver(fanout: &Fanout, mut changes: Vec<Change>, totals: &mut Totals) {
+/// Delivers one batch, then its failed records again, up to [`RETRIES`] times (not past
+/// shutdown: what is left is logged, and clients recover it with `sync`).
+pub async fn deliver(
+    fanout: &Fanout,
+    mut changes: Vec<Change>,
+    totals: &mut Totals,
+    stopping: &mut watch::Receiver<bool>,
+) {
     totals.batches += 1;
     let mut delay = FIRST_RETRY_DELAY;
     for attempt in 0..=RETRIES {
-        let failed: Vec<usize> = match fanout.deliver(&changes).await {
-            Ok(report) => {
-                totals.add(&report);
-                report.records_to_retry().into_iter().collect()
-            }
-            Err(error) => {
-                tracing::warn!(error = %Chain(&error), "fanout failed for the whole batch");
-                (0..changes.len()).collect()
-            }
-        };
+        let report = fanout.deliver(&changes).await;
+        totals.add(&report);
+        let failed: Vec<usize> = report.records_to_retry().into_iter().collect();
         if failed.is_empty() {
             return;
         }
-        if attempt == RETRIES {
+        if attempt == RETRIES || *stopping.borrow() {
             tracing::error!(
                 records = failed.len(),
-                "fanout gave up on records after {RETRIES} retries; their subscribers recover them with sync"
+                attempts = attempt + 1,
+                "fanout gave up on records; their subscribers recover them with sync"
             );
             totals.abandoned_records += failed.len() as u64;
             return;
         }
         totals.retried_batches += 1;
         changes = failed.into_iter().map(|index| changes[index].clone()).collect();
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = crate::stopped(stopping) => {}
+        }
         delay *= 2;
     }
 }

@@ -160,11 +160,13 @@ async fn read_frames(
         // Room for the reply first: a client that does not read its replies is not read either.
         // Shutdown stops the reading here, between frames, never while one is handled.
         let message = tokio::select! {
+            // Shutdown first: a client sending back to back must not keep being read.
+            biased;
+            () = crate::stopped(&mut stopping) => return Ending::shutdown(),
             message = async {
                 queue.below(queue_limit).await;
                 stream.next().await
             } => message,
-            () = crate::stopped(&mut stopping) => return Ending::shutdown(),
         };
         let Some(message) = message else { break };
         let now = app.clock.now_ms() as i64;
