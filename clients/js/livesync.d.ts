@@ -33,6 +33,8 @@ export class LiveSyncError extends Error {
   current?: { version: number; value: unknown; deleted?: boolean };
   level?: number;
   retryAfterMs?: number;
+  /** With `expired`: the oldest seq of the room still held. */
+  oldest?: number;
 }
 
 export function newId(prefix?: string): string;
@@ -66,6 +68,8 @@ export class Room extends EventTarget {
   publish(data: unknown, options?: { id?: string }): Promise<{ seq: number; id: string }>;
   leave(): Promise<unknown>;
   addEventListener(type: 'event', listener: (event: CustomEvent<Event>) => void): void;
+  /** Events after `after` expired on the server: reload the room's state; the room goes on from `oldest`. */
+  addEventListener(type: 'expired', listener: (event: CustomEvent<{ after: number; oldest: number }>) => void): void;
 }
 
 export class Doc<T = any> extends EventTarget {

@@ -25,6 +25,7 @@ export class LiveSyncError extends Error {
     this.current = frame.current;
     this.level = frame.level;
     this.retryAfterMs = frame.retry_after_ms;
+    this.oldest = frame.oldest;
   }
 }
 
@@ -262,6 +263,10 @@ export class Room extends EventTarget {
     try {
       reply = await this.client.request(frame);
     } catch (error) {
+      if (error.code === 'expired') {
+        this.#expired(error);
+        return this._rejoin();
+      }
       this.dispatchEvent(new CustomEvent('error', { detail: error }));
       return;
     }
@@ -275,10 +280,25 @@ export class Room extends EventTarget {
   // Pages in everything after lastSeq.
   async #page() {
     for (;;) {
-      const reply = await this.client.request({ action: 'sync', room: this.name, since: this.lastSeq });
+      let reply;
+      try {
+        reply = await this.client.request({ action: 'sync', room: this.name, since: this.lastSeq });
+      } catch (error) {
+        if (error.code !== 'expired') throw error;
+        this.#expired(error);
+        continue;
+      }
       this.#deliverAll(reply.events);
       if (!reply.more) return;
     }
+  }
+
+  // The events after lastSeq have expired on the server (kept for its retention period): an
+  // `expired` event tells the application to reload the room's state; the room goes on from
+  // the oldest event still held.
+  #expired(error) {
+    this.dispatchEvent(new CustomEvent('expired', { detail: { after: this.lastSeq, oldest: error.oldest } }));
+    this.lastSeq = Math.max(this.lastSeq ?? 0, error.oldest - 1);
   }
 
   // Delivers the held pushes, in seq order, after a join or a gap fill.

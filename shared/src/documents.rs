@@ -95,6 +95,7 @@ pub fn conflict(cx: &Context<'_>, room: &str, current: DocState, message: impl I
         current: Some(Box::new(ServerFrame::Doc { room: room.to_owned(), state: current, reference: None })),
         level: None,
         retry_after_ms: None,
+        oldest: None,
         reference: cx.reference(),
     }
 }

@@ -23,7 +23,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::Chain;
 use crate::layout;
 use crate::membership;
-use crate::ordering::RoomHeads;
+use crate::ordering::{self, RoomHeads};
 use crate::poster::{Delivery, Frame, Poster};
 use crate::protocol::{Event, MAX_FRAME_BYTES, ServerFrame};
 use crate::store::{Change, ChangeKind, Store, StoreError};
@@ -264,6 +264,12 @@ impl Fanout {
         self
     }
 
+    /// The retention of the presence events it appends for members found gone.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.heads = RoomHeads::keeping(retention);
+        self
+    }
+
     /// The waits before each new try of a failing post (an empty list: no retries).
     pub fn with_retry_delays(mut self, delays: Vec<Duration>) -> Self {
         self.retry_delays = delays;
@@ -317,7 +323,13 @@ impl Fanout {
 
     async fn deliver_room(&self, room: &RoomFrames, retry_until: u64) -> RoomReport {
         let mut report = RoomReport::default();
-        if let Err(error) = self.post_to_subscribers(room, retry_until, &mut report).await {
+        // The room's head marker follows what was delivered: once every event has expired, it
+        // is what keeps the room from giving a seq twice.
+        let delivered = async {
+            self.post_to_subscribers(room, retry_until, &mut report).await?;
+            ordering::mark_head(self.store.as_ref(), &room.room, room.last_seq).await
+        };
+        if let Err(error) = delivered.await {
             tracing::warn!(room = room.room, error = %Chain(&error), "fanout could not read subscribers");
             report.failure = Some(RoomFailure {
                 room: room.room.clone(),

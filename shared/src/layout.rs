@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! pk                 sk                    attributes
-//! ROOM#<room>        EVT#<seq, 20 digits>  seq, id, from, kind?, data (JSON text), ts
-//! ROOM#<room>        ID#<event id>         seq, digest?          idempotency record (anonymous)
-//! ROOM#<room>        UID#<n>:<user>#<event id>  seq, digest       a user's idempotency record
+//! ROOM#<room>        EVT#<seq, 20 digits>  seq, id, from, kind?, data (JSON text), ts, expires_at
+//! ROOM#<room>        HEAD                  seq                   the last seq fanned out
+//! ROOM#<room>        ID#<event id>         seq, digest?, expires_at   idempotency record (anonymous)
+//! ROOM#<room>        UID#<n>:<user>#<event id>  seq, digest, expires_at   a user's idempotency record
 //! ROOM#<room>        SUB#<connection>      expires_at, user?     who to fan out to; presence
 //! ROOM#<room>        DOC#<doc>             version, value, strategy, deleted?, ts, from
 //! ROOM#<room>        DOCV#<n>:<doc>#<version, 20 digits>   value, deleted?, ts, from   history
@@ -27,7 +28,9 @@
 //! prefix never matches another's: `DOCV#1:a#` cannot begin a key of the document `a#b`.
 //!
 //! A room's events share its partition, so the change feed keeps them in seq order and a `since`
-//! query is one range read. Seqs are zero-padded so that string order is numeric order.
+//! query is one range read. Events and their idempotency records expire (TTL) after the
+//! retention; the room's `HEAD` marker does not, so that a room whose every event has expired
+//! still knows its last seq and never gives one twice. Seqs are zero-padded so that string order is numeric order.
 //! Subscriptions are written twice (room side for fanout, connection side for cleanup), in one
 //! transaction, so that neither path needs a scan or a secondary index.
 
@@ -41,6 +44,7 @@ const EVENT_ID: &str = "ID#";
 const USER_EVENT_ID: &str = "UID#";
 const SUBSCRIPTION: &str = "SUB#";
 const META: &str = "META";
+const HEAD: &str = "HEAD";
 const DOC: &str = "DOC#";
 const DOC_VERSION: &str = "DOCV#";
 const TEXT: &str = "TEXT#";
@@ -120,6 +124,15 @@ pub fn events_after(room: &str, since: u64, limit: usize) -> Query {
 /// The newest event of a room, whose seq is the room's head.
 pub fn head_of(room: &str) -> Query {
     Query::new(room_pk(room), SortKeys::Prefix(EVENT.to_owned()), 1).descending()
+}
+
+/// The room's head marker: the last seq the fanout saw, kept when the events expire.
+pub fn head_marker_key(room: &str) -> Key {
+    Key::new(room_pk(room), HEAD)
+}
+
+pub fn head_marker(room: &str, seq: u64) -> Item {
+    Item::new(head_marker_key(room)).with("seq", Attr::N(seq_attr(seq)))
 }
 
 /// A client's idempotency id: the id, the user whose namespace it is in (none for anonymous

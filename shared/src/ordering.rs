@@ -22,6 +22,11 @@
 //! transaction; if that record exists, the publish is a repeat and is answered with the original
 //! seq, without a second event.
 //!
+//! Events and idempotency records carry a TTL (the retention, 7 days by default). Once a room's
+//! events have all expired, "the newest event" no longer says where the room stands, so the head
+//! is the larger of the newest event and the room's `HEAD` marker, which the fanout moves
+//! forward for every batch: a seq is never given twice, however long a room was quiet.
+//!
 //! A change of shared state (a document's new version, a stock level) is appended the same way,
 //! with the state's own conditional writes as more steps of the event's transaction: the change
 //! and its event commit together or not at all, so no reader ever sees one without the other.
@@ -29,7 +34,9 @@
 use crate::clock::Clock;
 use crate::layout::{self, ClientId, IdRecord};
 use crate::protocol::{Event, EventKind, JsonData};
-use crate::store::{Condition, FailedCondition, Item, Store, StoreError, Transaction, TxOp, Write};
+use crate::store::{
+    Attr, Condition, FailedCondition, Item, Store, StoreError, TTL_ATTRIBUTE, Transaction, TxOp, Write,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +60,14 @@ fn backoff(losses: usize) -> Duration {
 /// Rooms whose head this process remembers; past this it forgets them all and re-reads.
 const REMEMBERED_ROOMS: usize = 10_000;
 
+/// How long events (and their idempotency records) are kept by default: a client away longer
+/// is told `expired` and reloads its state.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The shortest retention: a room's head marker is written by the fanout within seconds (at
+/// most an hour, the stream mapping's record age) of its event, always before the event expires.
+pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// The last seq this process saw claimed in each room: a guess at the head that saves a read on
 /// every publish. A stale guess costs one lost race, never a wrong seq, because the conditional
 /// put is the arbiter.
@@ -62,13 +77,31 @@ const REMEMBERED_ROOMS: usize = 10_000;
 /// to fresh publishers that had not backed off, until it gave up; a queue has no losers. Races
 /// are left only between processes (Lambda instances, a CLI beside the runner), where the
 /// conditional put decides, as below.
-#[derive(Debug, Default)]
+///
+/// It also holds the retention every append gives its event and idempotency record.
+#[derive(Debug)]
 pub struct RoomHeads {
     heads: Mutex<HashMap<String, u64>>,
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    retention: Duration,
+}
+
+impl Default for RoomHeads {
+    fn default() -> Self {
+        RoomHeads::keeping(DEFAULT_RETENTION)
+    }
 }
 
 impl RoomHeads {
+    /// Appends keep their events this long (at least [`MIN_RETENTION`]).
+    pub fn keeping(retention: Duration) -> Self {
+        RoomHeads { heads: Mutex::default(), turns: Mutex::default(), retention: retention.max(MIN_RETENTION) }
+    }
+
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
     fn guess(&self, room: &str) -> Option<u64> {
         self.heads.lock().expect("room heads lock").get(room).copied()
     }
@@ -135,13 +168,25 @@ pub enum PublishError {
     Contention { room: String },
 }
 
-/// The room's head: the seq of its newest event, 0 if it has none.
+/// The room's head: the seq of its newest event, or of its head marker if that is newer (the
+/// events expired), 0 if it has neither.
 pub async fn head(store: &dyn Store, room: &str) -> Result<u64, StoreError> {
-    let page = store.query(layout::head_of(room)).await?;
-    match page.items.first() {
-        None => Ok(0),
-        Some(item) => layout::seq_of(item),
-    }
+    let newest = match store.query(layout::head_of(room)).await?.items.first() {
+        None => 0,
+        Some(item) => layout::seq_of(item)?,
+    };
+    let marked = match store.get(&layout::head_marker_key(room)).await? {
+        None => 0,
+        Some(item) => layout::seq_of(&item)?,
+    };
+    Ok(newest.max(marked))
+}
+
+/// Marks the room's head as at least `seq` (the fanout does, for every room of a batch).
+pub async fn mark_head(store: &dyn Store, room: &str, seq: u64) -> Result<(), StoreError> {
+    let condition = Condition::Below { attr: "seq".to_owned(), value: i64::try_from(seq).unwrap_or(i64::MAX) };
+    // Refused: the marker is already there or further on, which is as good.
+    store.put(layout::head_marker(room, seq), condition).await.map(drop)
 }
 
 /// The record of a client id, if it was used before.
@@ -190,6 +235,7 @@ pub async fn append(
         Some(seq) => seq,
         None => head(store, entry.room).await?,
     };
+    let expires = Attr::N((entry.now_ms / 1000) as i64 + heads.retention.as_secs() as i64);
     for attempt in 1..=MAX_ATTEMPTS {
         let seq = known_head + 1;
         let event = layout::event_item(&Event {
@@ -200,7 +246,8 @@ pub async fn append(
             kind: entry.kind,
             data: entry.data.clone(),
             ts: entry.now_ms,
-        });
+        })
+        .with(TTL_ATTRIBUTE, expires.clone());
         let claimed = if entry.client_id.is_none() && entry.steps.is_empty() {
             match store.put(event, Condition::NotExists).await? {
                 Write::Done => true,
@@ -215,7 +262,9 @@ pub async fn append(
             let own_steps = entry.steps.len();
             let mut ops = entry.steps.clone();
             ops.push(TxOp::Put { item: event, condition: Condition::NotExists });
-            let record = entry.client_id.map(|client| layout::event_id_item(entry.room, client, seq));
+            let record = entry
+                .client_id
+                .map(|client| layout::event_id_item(entry.room, client, seq).with(TTL_ATTRIBUTE, expires.clone()));
             if let Some(record) = &record {
                 ops.push(TxOp::Put { item: record.clone(), condition: Condition::NotExists });
             }

@@ -222,6 +222,9 @@ pub enum ServerFrame {
         /// With `rate_limited`: how long to wait before the next write is accepted.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// With `expired`: the oldest seq of the room still held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        oldest: Option<u64>,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Reference>,
     },
@@ -235,6 +238,7 @@ impl ServerFrame {
             current: None,
             level: None,
             retry_after_ms: None,
+            oldest: None,
             reference,
         }
     }
@@ -266,6 +270,9 @@ pub enum ErrorCode {
     /// The connection sent writes faster than its limit; the error's `retry_after_ms` says when
     /// the next one is accepted. Nothing of the refused write was applied.
     RateLimited,
+    /// `join` or `sync` with a `since` whose next events have expired (events are kept for the
+    /// retention period, 7 days by default); the error's `oldest` is the first seq still held.
+    Expired,
     /// The server failed; the request may or may not have been applied.
     Internal,
 }
@@ -645,6 +652,7 @@ mod tests {
             current: None,
             level: Some(0),
             retry_after_ms: None,
+            oldest: None,
             reference: None,
         });
         round_trips(ServerFrame::Error {
@@ -653,6 +661,7 @@ mod tests {
             current: None,
             level: None,
             retry_after_ms: Some(120),
+            oldest: None,
             reference: None,
         });
         round_trips(ServerFrame::error(ErrorCode::TooLarge, "too big", None));

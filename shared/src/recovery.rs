@@ -1,6 +1,13 @@
 //! Recovery: the events of a room after a seq, a bounded page at a time, for `join` and `sync`.
+//!
+//! Events expire after the retention (TTL). A client asking for events after a seq whose
+//! successors are no longer all held is told so (`expired`, with the oldest seq still held)
+//! rather than handed a page with a hole in it: it reloads its state, then goes on from there.
+//! DynamoDB deletes expired items in no particular order, so a hole may be anywhere in a page,
+//! not only at its start.
 
 use crate::layout;
+use crate::ordering;
 use crate::protocol::{Event, MAX_MESSAGE_BYTES};
 use crate::store::{Store, StoreError};
 
@@ -15,18 +22,45 @@ pub struct EventPage {
     pub more: bool,
 }
 
+/// What a client asking for the events after a seq gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recovered {
+    Page(EventPage),
+    /// Some of the events after `since` expired: `oldest` is the first seq held after the last
+    /// missing one (the room's head + 1 if none is held).
+    Expired {
+        oldest: u64,
+    },
+}
+
 /// The events after `since`, oldest first: at most `limit`, and never more bytes than one reply
 /// may carry. The first event is always included, however large, so a page always makes progress.
-pub async fn events_after(store: &dyn Store, room: &str, since: u64, limit: usize) -> Result<EventPage, StoreError> {
+/// `head`, if the caller read it, saves reading it again when the page is empty.
+pub async fn events_after(
+    store: &dyn Store,
+    room: &str,
+    since: u64,
+    limit: usize,
+    head: Option<u64>,
+) -> Result<Recovered, StoreError> {
     let page = store.query(layout::events_after(room, since, limit)).await?;
     let mut more = page.more;
     let mut bytes = 0;
     let mut events = Vec::with_capacity(page.items.len());
+    let mut expected = since + 1;
+    let mut missing_before: Option<u64> = None;
     for item in &page.items {
         let event = layout::event_from_item(item)?.ok_or_else(|| StoreError::Malformed {
             key: item.key.clone(),
             reason: "not an event, in the events range".to_owned(),
         })?;
+        if event.seq != expected {
+            missing_before = Some(event.seq);
+        }
+        expected = event.seq + 1;
+        if missing_before.is_some() {
+            continue;
+        }
         // Exactly what the event adds to the reply, escaping included.
         let size = serde_json::to_string(&event).map_or(0, |json| json.len()) + 1;
         if !events.is_empty() && bytes + size > PAGE_BYTES {
@@ -36,5 +70,18 @@ pub async fn events_after(store: &dyn Store, room: &str, since: u64, limit: usiz
         bytes += size;
         events.push(event);
     }
-    Ok(EventPage { events, more })
+    if let Some(oldest) = missing_before {
+        return Ok(Recovered::Expired { oldest });
+    }
+    // Nothing after `since`: up to date, unless the events up to the head expired.
+    if page.items.is_empty() {
+        let head = match head {
+            Some(head) => head,
+            None => ordering::head(store, room).await?,
+        };
+        if head > since {
+            return Ok(Recovered::Expired { oldest: head + 1 });
+        }
+    }
+    Ok(Recovered::Page(EventPage { events, more }))
 }

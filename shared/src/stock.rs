@@ -109,6 +109,7 @@ impl StateWrite for StockWrite<'_> {
                         current: None,
                         level: Some(current.level),
                         retry_after_ms: None,
+                        oldest: None,
                         reference: cx.reference(),
                     }));
                 }

@@ -150,6 +150,12 @@ pub enum Condition {
     Lacks {
         attr: String,
     },
+    /// `attribute_not_exists(pk) OR #attr < :value`: the item is absent, or its number is below
+    /// this one (a marker that only moves forward).
+    Below {
+        attr: String,
+        value: i64,
+    },
 }
 
 impl Condition {
@@ -161,6 +167,9 @@ impl Condition {
             Condition::Exists => current.is_some(),
             Condition::Equals { attr, value } => current.and_then(|item| item.attrs.get(attr)) == Some(value),
             Condition::Lacks { attr } => current.is_some_and(|item| !item.attrs.contains_key(attr)),
+            Condition::Below { attr, value } => {
+                current.is_none_or(|item| item.number(attr).is_some_and(|n| n < *value))
+            }
         }
     }
 }

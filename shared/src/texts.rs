@@ -112,6 +112,7 @@ impl StateWrite for TextWrite<'_> {
                 })),
                 level: None,
                 retry_after_ms: None,
+                oldest: None,
                 reference: cx.reference(),
             }));
         }

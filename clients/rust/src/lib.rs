@@ -43,6 +43,22 @@ pub enum ClientError {
     Protocol(String),
     #[error("refused ({code}): {message}")]
     Refused { code: String, message: String, frame: Value },
+    /// The events after `after` have expired on the server (kept for its retention period):
+    /// reload the room's state. A [`Follower`] goes on from `oldest` on its next call.
+    #[error(
+        "the events after seq {after} have expired; the oldest still held is seq {oldest}: reload the room's state"
+    )]
+    Expired { after: u64, oldest: u64 },
+}
+
+/// An `expired` refusal as [`ClientError::Expired`]; any other error as it is.
+fn expired(error: ClientError, after: u64) -> ClientError {
+    match error {
+        ClientError::Refused { ref code, ref frame, .. } if code == "expired" => {
+            ClientError::Expired { after, oldest: frame["oldest"].as_u64().unwrap_or(after + 1) }
+        }
+        other => other,
+    }
 }
 
 /// Checks a URL before dialling it, so that a typo gets a message, not a socket error.
@@ -226,6 +242,8 @@ fn seq_of(event: &Value) -> u64 {
 }
 
 /// One room, followed across reconnects: [`Follower::next`] returns each event once, in order.
+/// If events it has not returned yet have expired on the server, `next` returns
+/// [`ClientError::Expired`] once, and the call after it goes on from the oldest event held.
 pub struct Follower {
     url: String,
     token: Option<String>,
@@ -270,6 +288,10 @@ impl Follower {
                 match self.rejoin().await {
                     Ok(()) => pause = Duration::from_millis(100),
                     Err(error @ (ClientError::BadUrl { .. } | ClientError::Refused { .. })) => return Err(error),
+                    Err(ClientError::Expired { after, oldest }) => {
+                        self.last = oldest.saturating_sub(1).max(self.last);
+                        return Err(ClientError::Expired { after, oldest });
+                    }
                     Err(error) if !self.connected_once => return Err(error),
                     Err(_) => {
                         tokio::time::sleep(pause).await;
@@ -282,8 +304,13 @@ impl Follower {
             match connection.next_push().await {
                 Ok(frame) if frame["room"] == json!(self.room) => {
                     let events = events_of(&frame);
-                    if let Err(error) = self.take(events).await {
-                        self.lost(error);
+                    match self.take(events).await {
+                        Ok(()) => {}
+                        Err(ClientError::Expired { after, oldest }) => {
+                            self.last = oldest.saturating_sub(1).max(self.last);
+                            return Err(ClientError::Expired { after, oldest });
+                        }
+                        Err(error) => self.lost(error),
                     }
                 }
                 Ok(_) => {}
@@ -300,7 +327,7 @@ impl Follower {
     /// Connects and joins with `since` = the last seq returned, paging in what was missed.
     async fn rejoin(&mut self) -> Result<(), ClientError> {
         let mut connection = Connection::open(&self.url, self.token.as_deref()).await?;
-        let joined = connection.join(&self.room, Some(self.last)).await?;
+        let joined = connection.join(&self.room, Some(self.last)).await.map_err(|e| expired(e, self.last))?;
         let more = joined["more"] == true;
         self.connection = Some(connection);
         self.connected_once = true;
@@ -315,7 +342,10 @@ impl Follower {
     async fn fill(&mut self) -> Result<(), ClientError> {
         loop {
             let connection = self.connection.as_mut().ok_or(ClientError::Closed)?;
-            let page = connection.request(json!({"action": "sync", "room": self.room, "since": self.last})).await?;
+            let page = connection
+                .request(json!({"action": "sync", "room": self.room, "since": self.last}))
+                .await
+                .map_err(|e| expired(e, self.last))?;
             self.accept(events_of(&page));
             if page["more"] != true {
                 return Ok(());

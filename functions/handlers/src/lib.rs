@@ -61,6 +61,14 @@ pub async fn message(
     engine: &Engine,
     event: ApiGatewayWebsocketProxyRequest,
 ) -> Result<ApiGatewayProxyResponse, HandlerError> {
+    Ok(reply_response(&message_reply(engine, event).await?))
+}
+
+/// The direct reply to one client frame (the message function also logs its metrics).
+pub async fn message_reply(
+    engine: &Engine,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> Result<ServerFrame, HandlerError> {
     let connection = connection_id(&event)?;
     let context = &event.request_context;
     let request_id = context
@@ -75,7 +83,7 @@ pub async fn message(
     let caller = match Caller::from_context(connection, &context.authorizer.fields) {
         Ok(caller) => caller,
         Err(error) => {
-            return Ok(response(Some(ServerFrame::error(ErrorCode::Forbidden, error.to_string(), None).to_json())));
+            return Ok(ServerFrame::error(ErrorCode::Forbidden, error.to_string(), None));
         }
     };
     let reply = match (&event.body, event.is_base64_encoded) {
@@ -87,8 +95,12 @@ pub async fn message(
             ServerFrame::error(ErrorCode::BadRequest, "empty frame; send a JSON object with an \"action\"", None)
         }
     };
-    println!("{}", metrics::message_line(&reply, metrics::now_ms()));
-    Ok(response(Some(reply.to_json())))
+    Ok(reply)
+}
+
+/// A reply as the route's response: API Gateway sends the body back on the connection.
+pub fn reply_response(reply: &ServerFrame) -> ApiGatewayProxyResponse {
+    response(Some(reply.to_json()))
 }
 
 fn connection_id(event: &ApiGatewayWebsocketProxyRequest) -> Result<&str, HandlerError> {

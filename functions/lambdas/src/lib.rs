@@ -36,6 +36,8 @@ pub struct Config {
     pub history_versions: u64,
     /// `WRITE_RATE`, `WRITE_BURST`: each connection's write bucket.
     pub write_rate: WriteRate,
+    /// `EVENT_RETENTION_DAYS`: how long events and their idempotency records are kept (7).
+    pub retention: std::time::Duration,
 }
 
 /// The authorizer's configuration, from its environment.
@@ -113,6 +115,12 @@ impl Config {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(WriteRate::DEFAULT.burst),
             },
+            retention: std::env::var("EVENT_RETENTION_DAYS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(livesync_core::ordering::DEFAULT_RETENTION, |days| {
+                    std::time::Duration::from_secs(days * 86_400)
+                }),
         }
     }
 }
@@ -124,6 +132,7 @@ pub async fn engine(config: &Config) -> Engine {
     let store = Arc::new(DynamoStore::new(&sdk, &config.table));
     Engine::new(store.clone(), Arc::new(SystemClock))
         .with_history(config.history_versions)
+        .with_retention(config.retention)
         .with_limiter(Arc::new(StoreLimiter::new(store, config.write_rate)))
 }
 
@@ -132,7 +141,10 @@ pub async fn fanout(config: &Config) -> Fanout {
     let sdk = livesync_dynamodb::sdk_config().await;
     let url = config.connections_url.as_deref().expect("CONNECTIONS_URL must be the stage's @connections endpoint");
     let store = Arc::new(DynamoStore::new(&sdk, &config.table));
-    Fanout::new(store, Arc::new(ApiGatewayPoster::new(&sdk, url))).with_concurrency(config.post_concurrency).counting()
+    Fanout::new(store, Arc::new(ApiGatewayPoster::new(&sdk, url)))
+        .with_concurrency(config.post_concurrency)
+        .with_retention(config.retention)
+        .counting()
 }
 
 /// The jobs' settings, from the environment: `BACKUP_RETENTION_DAYS`, `LOW_STOCK_THRESHOLD`.

@@ -137,6 +137,11 @@ fn expression(condition: &Condition) -> Expression {
             names.insert("#c".to_owned(), attr.clone());
             Some("attribute_exists(pk) AND attribute_not_exists(#c)".to_owned())
         }
+        Condition::Below { attr, value } => {
+            names.insert("#c".to_owned(), attr.clone());
+            values.insert(":c".to_owned(), AttributeValue::N(value.to_string()));
+            Some("attribute_not_exists(pk) OR #c < :c".to_owned())
+        }
     };
     Expression { text, names, values }
 }

@@ -99,3 +99,69 @@ async fn a_file_from_a_newer_schema_is_refused_rather_than_misread() {
     let error = EmbeddedStore::open(dir.path(), Options::default()).err().unwrap();
     assert!(error.to_string().contains("newer LiveSync"), "{error}");
 }
+
+/// A poster for a fanout with nobody to post to: it only marks the rooms' heads.
+struct Nobody;
+
+#[async_trait::async_trait]
+impl livesync_core::poster::Poster for Nobody {
+    async fn post(
+        &self,
+        _: &str,
+        _: &livesync_core::poster::Frame,
+    ) -> Result<livesync_core::poster::Delivery, livesync_core::poster::PostError> {
+        Ok(livesync_core::poster::Delivery::Gone)
+    }
+
+    async fn delete_connection(&self, _: &str) -> Result<(), livesync_core::poster::PostError> {
+        Ok(())
+    }
+}
+
+/// Writes `count` events into `room` as if 8 days ago (past the 7-day retention), fans them
+/// out (which marks the room's head) and sweeps: the store then holds the room's head, no event.
+async fn a_room_expired_long_ago(dir: &std::path::Path, room: &str, count: u64) {
+    use livesync_core::clock::ManualClock;
+    use std::sync::Arc;
+    let embedded = Arc::new(open(dir));
+    let store: Arc<dyn Store> = embedded.clone();
+    let eight_days_ago = (now_secs() as u64 - 8 * 86_400) * 1000;
+    let engine = livesync_core::Engine::new(store.clone(), Arc::new(ManualClock::new(eight_days_ago)));
+    let mut feed = store.change_feed().await.unwrap();
+    let caller = livesync_core::access::Caller::anonymous("w");
+    for n in 1..=count {
+        let body = format!(r#"{{"action":"publish","room":"{room}","id":"old-{n}","data":{n}}}"#);
+        engine.handle(&caller, "w", &format!("p{n}"), &body).await;
+    }
+    let mut changes = Vec::new();
+    while changes.len() < 2 * count as usize {
+        changes.extend(tokio::time::timeout(Duration::from_secs(20), feed.next_batch(100)).await.unwrap().unwrap());
+    }
+    let report = livesync_core::Fanout::new(store.clone(), Arc::new(Nobody)).deliver(&changes).await;
+    assert!(report.records_to_retry().is_empty());
+    let swept = embedded.sweep().await.unwrap();
+    assert_eq!(swept.expired_items, 2 * count as usize, "each event and its idempotency record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_past_their_retention_are_swept_and_a_reader_is_told_expired_while_seqs_go_on() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    a_room_expired_long_ago(dir.path(), "old", 3).await;
+    let store: Arc<dyn Store> = Arc::new(open(dir.path()));
+    let engine = livesync_core::Engine::new(store, Arc::new(livesync_core::clock::SystemClock));
+    let caller = livesync_core::access::Caller::anonymous("r");
+    let ask = |body: &'static str| {
+        let (engine, caller) = (&engine, &caller);
+        async move {
+            serde_json::from_str::<serde_json::Value>(&engine.handle(caller, "r", "q", body).await.to_json()).unwrap()
+        }
+    };
+
+    let joined = ask(r#"{"action":"join","room":"old","since":0}"#).await;
+    assert_eq!((joined["code"].as_str(), joined["oldest"].as_u64()), (Some("expired"), Some(4)), "{joined}");
+    let ack = ask(r#"{"action":"publish","room":"old","id":"old-1","data":"new"}"#).await;
+    assert_eq!(ack["seq"], 4, "a new seq, and the expired id is free again: {ack}");
+    let rejoined = ask(r#"{"action":"join","room":"old","since":3}"#).await;
+    assert_eq!(rejoined["events"].as_array().unwrap().len(), 1, "{rejoined}");
+}

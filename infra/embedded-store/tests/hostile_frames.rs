@@ -81,7 +81,11 @@ proptest! {
                     prop_assert!(false, "a read-only caller's write was acknowledged: {body}");
                 }
             }
-            let log = livesync_core::recovery::events_after(store.as_ref(), "r", 0, 1000).await.unwrap();
+            let livesync_core::recovery::Recovered::Page(log) =
+                livesync_core::recovery::events_after(store.as_ref(), "r", 0, 1000, None).await.unwrap()
+            else {
+                panic!("nothing expires here");
+            };
             let seqs: Vec<u64> = log.events.iter().map(|e| e.seq).collect();
             prop_assert_eq!(seqs, (1..=log.events.len() as u64).collect::<Vec<_>>());
             prop_assert!(log.events.iter().all(|e| e.from != "ann"), "nothing written by the read-only caller");

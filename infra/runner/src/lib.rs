@@ -90,6 +90,10 @@ pub struct Config {
     /// Versions kept per document, and edits kept per text (template.yaml's HistoryVersions).
     #[arg(long, env = "LIVESYNC_HISTORY_VERSIONS", default_value_t = livesync_core::engine::HISTORY_VERSIONS)]
     pub history_versions: u64,
+    /// Days events and their idempotency records are kept (template.yaml's EventRetentionDays);
+    /// a client asking for older ones is told `expired`. At least 1.
+    #[arg(long, env = "LIVESYNC_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub retention_days: u64,
     #[command(flatten)]
     pub auth: AuthConfig,
     #[command(flatten)]
@@ -276,6 +280,11 @@ pub enum StoreKind {
 }
 
 impl Config {
+    /// How long events are kept (`--retention-days`).
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_days * 86_400)
+    }
+
     /// The defaults, with the given data directory and any free ports on loopback.
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
         Config {
@@ -289,6 +298,7 @@ impl Config {
             max_connection_secs: 7200,
             stage: "local".to_owned(),
             history_versions: livesync_core::engine::HISTORY_VERSIONS,
+            retention_days: 7,
             auth: AuthConfig::default(),
             // Tests write far faster than a person: a bucket no test meets unless it asks to.
             limits: Limits { write_rate: 1_000_000.0, write_burst: 1_000_000, ..Limits::default() },
@@ -409,6 +419,7 @@ impl Runner {
             // Each connection lives on one socket of this process: its bucket can live here too.
             engine: Engine::new(store.clone(), clock.clone())
                 .with_history(config.history_versions)
+                .with_retention(config.retention())
                 .with_limiter(Arc::new(MemoryLimiter::new(rate))),
             authorizer,
             connections: connections.clone(),
@@ -443,7 +454,7 @@ impl Runner {
         let scheduler_task = tokio::spawn(
             scheduler::Scheduler::new(schedules, jobs, schedule_clock, config.jobs.job_retries).run(stopping.clone()),
         );
-        let fanout = Fanout::new(store, connections.clone()).counting();
+        let fanout = Fanout::new(store, connections.clone()).with_retention(config.retention()).counting();
         let open_sockets = connections.clone();
         let fanout_task = tokio::spawn(mapping::run(feed, fanout, stopping.clone()));
 

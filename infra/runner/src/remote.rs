@@ -60,7 +60,14 @@ pub async fn tail(args: &TailArgs) -> Result<(), CommandError> {
     let mut follower = Follower::new(&args.url, &args.room, args.since, args.token.as_deref());
     let mut reconnects = 0;
     loop {
-        let event = follower.next().await?;
+        let event = match follower.next().await {
+            Ok(event) => event,
+            Err(ClientError::Expired { after, oldest }) => {
+                eprintln!("events after seq {after} have expired on the server; continuing from seq {oldest}");
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         if follower.reconnects > reconnects {
             reconnects = follower.reconnects;
             eprintln!("reconnected; continuing after seq {}", event["seq"].as_u64().unwrap_or(0).saturating_sub(1));

@@ -7,6 +7,7 @@ use super::{Action, Context};
 use crate::access::Access;
 use crate::engine::{EngineError, PAGE_EVENTS};
 use crate::protocol::{ErrorCode, Invalid, ServerFrame, check_name};
+use crate::recovery::Recovered;
 use crate::{membership, ordering, recovery};
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -51,11 +52,15 @@ impl Action for Join {
         // The page is read after subscribing: an event committed before the subscription is in
         // the page (or a later one), one committed after it is pushed; a client may see an event
         // both ways and drops the repeat by its seq.
+        let head = ordering::head(cx.store, &self.room).await?;
         let page = match self.since {
-            Some(since) => recovery::events_after(cx.store, &self.room, since, PAGE_EVENTS).await?,
+            Some(since) => match recovery::events_after(cx.store, &self.room, since, PAGE_EVENTS, Some(head)).await? {
+                Recovered::Page(page) => page,
+                // Still subscribed: the client reloads its state, then syncs from `oldest - 1`.
+                Recovered::Expired { oldest } => return Ok(cx.expired(&self.room, since, oldest)),
+            },
             None => recovery::EventPage { events: Vec::new(), more: false },
         };
-        let head = ordering::head(cx.store, &self.room).await?;
         Ok(ServerFrame::Joined { room: self.room, seq: head, events: page.events, more: page.more, reference: cx.reference() })
     }
 }

@@ -4,7 +4,7 @@ use super::{Action, Context};
 use crate::access::Access;
 use crate::engine::{EngineError, PAGE_EVENTS};
 use crate::protocol::{Invalid, ServerFrame, check_name};
-use crate::recovery;
+use crate::recovery::{self, Recovered};
 use async_trait::async_trait;
 use serde::Deserialize;
 
@@ -25,7 +25,14 @@ impl Action for Sync {
     }
 
     async fn apply(self, cx: &Context<'_>) -> Result<ServerFrame, EngineError> {
-        let page = recovery::events_after(cx.store, &self.room, self.since, PAGE_EVENTS).await?;
-        Ok(ServerFrame::Events { room: self.room, events: page.events, more: Some(page.more), reference: cx.reference() })
+        match recovery::events_after(cx.store, &self.room, self.since, PAGE_EVENTS, None).await? {
+            Recovered::Page(page) => Ok(ServerFrame::Events {
+                room: self.room,
+                events: page.events,
+                more: Some(page.more),
+                reference: cx.reference(),
+            }),
+            Recovered::Expired { oldest } => Ok(cx.expired(&self.room, self.since, oldest)),
+        }
     }
 }

@@ -13,8 +13,9 @@
 
 use super::*;
 use crate::access::Caller;
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::engine::Engine;
+use crate::layout;
 use crate::protocol::ServerFrame;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,9 @@ macro_rules! store_conformance_tests {
             a_member_who_disconnects_leaves_presence_once,
             copies_of_one_write_sent_at_once_all_get_its_outcome,
             a_lacks_condition_holds_only_on_an_item_without_the_attribute,
+            a_below_condition_lets_a_marker_only_move_forward,
+            an_expired_since_gets_expired_with_the_oldest_seq_still_held,
+            a_room_whose_every_event_expired_goes_on_from_its_head,
             each_user_has_its_own_ids_and_a_changed_repeat_is_a_conflict,
             a_room_outside_the_grant_is_forbidden_and_nothing_is_stored,
             concurrent_writes_of_one_connection_or_user_take_exactly_the_burst,
@@ -584,7 +588,11 @@ async fn ask(engine: &Engine, connection: &str, request_id: &str, body: serde_js
 
 /// The room's whole log, oldest first, as JSON events.
 async fn room_log(store: &Arc<dyn Store>, room: &str) -> Vec<serde_json::Value> {
-    let page = crate::recovery::events_after(store.as_ref(), room, 0, 1000).await.unwrap();
+    let crate::recovery::Recovered::Page(page) =
+        crate::recovery::events_after(store.as_ref(), room, 0, 1000, None).await.unwrap()
+    else {
+        panic!("nothing expires in these tests");
+    };
     assert!(!page.more);
     page.events.iter().map(|e| serde_json::to_value(e).unwrap()).collect()
 }
@@ -802,6 +810,110 @@ pub async fn a_lacks_condition_holds_only_on_an_item_without_the_attribute(store
     assert_eq!(store.update(&key, set(1), lacks.clone()).await.unwrap(), Write::Done);
     assert!(matches!(store.update(&key, set(2), lacks).await.unwrap(), Write::Conflict { .. }), "it has one now");
     assert_eq!(store.get(&key).await.unwrap().unwrap().number("tat"), Some(1));
+}
+
+pub async fn a_below_condition_lets_a_marker_only_move_forward(store: Arc<dyn Store>) {
+    let below = |value| Condition::Below { attr: "seq".into(), value };
+    let marker = |seq| item("ROOM#below", "HEAD").with("seq", Attr::N(seq));
+    assert_eq!(store.put(marker(5), below(5)).await.unwrap(), Write::Done, "absent: any value");
+    assert_eq!(store.put(marker(9), below(9)).await.unwrap(), Write::Done);
+    assert!(matches!(store.put(marker(7), below(7)).await.unwrap(), Write::Conflict { .. }), "never back");
+    assert!(matches!(store.put(marker(9), below(9)).await.unwrap(), Write::Conflict { .. }), "nor in place");
+    assert_eq!(store.get(&Key::new("ROOM#below", "HEAD")).await.unwrap().unwrap().number("seq"), Some(9));
+}
+
+/// Publishes `count` events into `room`, fans them out (which marks the room's head), and
+/// returns their items' TTLs.
+async fn published_and_fanned_out(store: &Arc<dyn Store>, room: &str, count: u64) -> Vec<i64> {
+    let e = engine(store);
+    let mut feed = store.change_feed().await.unwrap();
+    for n in 1..=count {
+        let ack = ask(
+            &e,
+            "writer",
+            &format!("p{n}"),
+            serde_json::json!({"action": "publish", "room": room, "id": format!("{room}-{n}"), "data": n}),
+        )
+        .await;
+        assert_eq!(ack["seq"], n, "{ack}");
+    }
+    let mut changes = Vec::new();
+    while changes.iter().filter(|c: &&Change| c.key.pk == layout::room_pk(room) && c.key.sk.starts_with("EVT#")).count()
+        < count as usize
+    {
+        changes.extend(next_changes(&mut feed, 1).await);
+    }
+    struct Nobody;
+    #[async_trait::async_trait]
+    impl crate::poster::Poster for Nobody {
+        async fn post(
+            &self,
+            _: &str,
+            _: &crate::poster::Frame,
+        ) -> Result<crate::poster::Delivery, crate::poster::PostError> {
+            Ok(crate::poster::Delivery::Gone)
+        }
+        async fn delete_connection(&self, _: &str) -> Result<(), crate::poster::PostError> {
+            Ok(())
+        }
+    }
+    let report = crate::Fanout::new(store.clone(), Arc::new(Nobody)).deliver(&changes).await;
+    assert!(report.records_to_retry().is_empty(), "{report:?}");
+    let events = store.query(layout::events_after(room, 0, 100)).await.unwrap();
+    events.items.iter().map(|item| item.expires_at().expect("every event expires")).collect()
+}
+
+/// What TTL does once an event's time is up (DynamoDB deletes it, on its own schedule).
+async fn expire(store: &Arc<dyn Store>, room: &str, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
+        assert_eq!(store.delete(&layout::event_key(room, seq), Condition::Exists).await.unwrap(), Write::Done);
+    }
+}
+
+pub async fn an_expired_since_gets_expired_with_the_oldest_seq_still_held(store: Arc<dyn Store>) {
+    use serde_json::json;
+    let ttls = published_and_fanned_out(&store, "kept", 5).await;
+    let now_secs = (crate::clock::SystemClock.now_ms() / 1000) as i64;
+    let retention = crate::ordering::DEFAULT_RETENTION.as_secs() as i64;
+    assert!(ttls.iter().all(|ttl| (ttl - now_secs - retention).abs() <= 60), "{ttls:?} is now + 7 days");
+    let ids = store
+        .get(&layout::event_id_key("kept", layout::ClientId { id: "kept-1", scope: None, digest: "" }))
+        .await
+        .unwrap();
+    assert!(ids.unwrap().expires_at().is_some(), "idempotency records expire with their events");
+    expire(&store, "kept", 1..=3).await;
+    let e = engine(&store);
+
+    for asked in
+        [json!({"action": "join", "room": "kept", "since": 0}), json!({"action": "sync", "room": "kept", "since": 1})]
+    {
+        let refused = ask(&e, "reader", "r", asked.clone()).await;
+        assert_eq!(
+            (refused["code"].as_str(), refused["oldest"].as_u64()),
+            (Some("expired"), Some(4)),
+            "{asked}: {refused}"
+        );
+    }
+    let held = ask(&e, "reader", "s", json!({"action": "sync", "room": "kept", "since": 3})).await;
+    assert_eq!(
+        held["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    let current = ask(&e, "reader", "c", json!({"action": "sync", "room": "kept", "since": 5})).await;
+    assert_eq!(current["events"], json!([]), "up to date is not expired: {current}");
+}
+
+pub async fn a_room_whose_every_event_expired_goes_on_from_its_head(store: Arc<dyn Store>) {
+    use serde_json::json;
+    published_and_fanned_out(&store, "quiet", 3).await;
+    expire(&store, "quiet", 1..=3).await;
+    // A new process: no remembered head.
+    let e = engine(&store);
+    let joined = ask(&e, "reader", "j", json!({"action": "join", "room": "quiet", "since": 1})).await;
+    assert_eq!((joined["code"].as_str(), joined["oldest"].as_u64()), (Some("expired"), Some(4)), "{joined}");
+    let ack =
+        ask(&e, "writer", "p", json!({"action": "publish", "room": "quiet", "data": "after a long silence"})).await;
+    assert_eq!(ack["seq"], 4, "a seq is never given twice: {ack}");
 }
 
 /// One request as a given caller; the reply as JSON.
