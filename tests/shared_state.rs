@@ -151,11 +151,13 @@ impl Typist {
     /// Applies pushed edits until the text reaches `rev`.
     async fn catch_up_to(&mut self, rev: u64) {
         while self.rev < rev {
-            let event = self.client.pushed_events("pad", 1).await.remove(0);
-            assert_eq!(event["kind"], "text", "{event}");
-            let edit: Operation = serde_json::from_value(event["data"]["ops"].clone()).unwrap();
-            self.text = edit.apply(&self.text).unwrap();
-            self.rev = event["data"]["rev"].as_u64().unwrap();
+            // A push may carry several events (one frame per room and batch): apply them all.
+            for event in self.client.pushed_events("pad", 1).await {
+                assert_eq!(event["kind"], "text", "{event}");
+                let edit: Operation = serde_json::from_value(event["data"]["ops"].clone()).unwrap();
+                self.text = edit.apply(&self.text).unwrap();
+                self.rev = event["data"]["rev"].as_u64().unwrap();
+            }
         }
     }
 

@@ -263,10 +263,7 @@ export class Room extends EventTarget {
     try {
       reply = await this.client.request(frame);
     } catch (error) {
-      if (error.code === 'expired') {
-        this.#expired(error);
-        return this._rejoin();
-      }
+      if (error.code === 'expired' && this.#expired(error)) return this._rejoin();
       this.dispatchEvent(new CustomEvent('error', { detail: error }));
       return;
     }
@@ -284,8 +281,7 @@ export class Room extends EventTarget {
       try {
         reply = await this.client.request({ action: 'sync', room: this.name, since: this.lastSeq });
       } catch (error) {
-        if (error.code !== 'expired') throw error;
-        this.#expired(error);
+        if (error.code !== 'expired' || !this.#expired(error)) throw error;
         continue;
       }
       this.#deliverAll(reply.events);
@@ -296,9 +292,13 @@ export class Room extends EventTarget {
   // The events after lastSeq have expired on the server (kept for its retention period): an
   // `expired` event tells the application to reload the room's state; the room goes on from
   // the oldest event still held.
+  // Returns false for an `expired` error without a usable `oldest` (following it would ask for
+  // the same events forever).
   #expired(error) {
+    if (!Number.isInteger(error.oldest) || error.oldest <= (this.lastSeq ?? 0)) return false;
     this.dispatchEvent(new CustomEvent('expired', { detail: { after: this.lastSeq, oldest: error.oldest } }));
-    this.lastSeq = Math.max(this.lastSeq ?? 0, error.oldest - 1);
+    this.lastSeq = error.oldest - 1;
+    return true;
   }
 
   // Delivers the held pushes, in seq order, after a join or a gap fill.
@@ -358,6 +358,8 @@ export class Doc extends EventTarget {
       const event = e.detail;
       if (event.kind === 'doc' && event.data.doc === this.name && event.data.version > this.version) this.#set(event.data);
     });
+    // Changes this client missed have expired on the server: read the document as it stands.
+    room.addEventListener('expired', () => this.get().catch(() => {}));
   }
 
   #set(state) {
@@ -411,6 +413,9 @@ export class Text extends EventTarget {
       const event = e.detail;
       if (event.kind === 'text' && event.data.doc === this.name) this.#remote(event);
     });
+    // Edits this client missed have expired on the server: transforming later ones past a text
+    // it no longer knows would corrupt it, so it starts again from the server's text.
+    room.addEventListener('expired', () => this.load().catch(() => {}));
   }
 
   async load() {
@@ -475,6 +480,7 @@ export class Stock extends EventTarget {
       const event = e.detail;
       if (event.kind === 'stock') this.#set(event.data);
     });
+    room.addEventListener('expired', () => this.load().catch(() => {}));
   }
 
   #set(level) {
@@ -518,6 +524,7 @@ export class Presence extends EventTarget {
       if (event.data.left) this.members.delete(event.data.left.session);
       this.dispatchEvent(new CustomEvent('change', { detail: this.list() }));
     });
+    room.addEventListener('expired', () => this.load().catch(() => {}));
   }
 
   async load() {

@@ -48,13 +48,13 @@ impl Engine {
         self
     }
 
-    /// Keeps this many versions per document (and edits per text); at least 1.
     /// Events and idempotency records are kept this long (at least a day; 7 days by default).
     pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
         self.heads = RoomHeads::keeping(retention);
         self
     }
 
+    /// Keeps this many versions per document (and edits per text); at least 1.
     pub fn with_history(mut self, versions: u64) -> Self {
         self.history = versions.max(1);
         self

@@ -323,14 +323,15 @@ impl Fanout {
 
     async fn deliver_room(&self, room: &RoomFrames, retry_until: u64) -> RoomReport {
         let mut report = RoomReport::default();
-        // The room's head marker follows what was delivered: once every event has expired, it
-        // is what keeps the room from giving a seq twice.
+        // The room's head marker first, whatever becomes of the posts: once every event has
+        // expired, it is what keeps the room from giving a seq twice. If it cannot be written,
+        // nothing is posted and the room's records are retried.
         let delivered = async {
-            self.post_to_subscribers(room, retry_until, &mut report).await?;
-            ordering::mark_head(self.store.as_ref(), &room.room, room.last_seq).await
+            ordering::mark_head(self.store.as_ref(), &room.room, room.last_seq).await?;
+            self.post_to_subscribers(room, retry_until, &mut report).await
         };
         if let Err(error) = delivered.await {
-            tracing::warn!(room = room.room, error = %Chain(&error), "fanout could not read subscribers");
+            tracing::warn!(room = room.room, error = %Chain(&error), "fanout could not mark the room's head or read its subscribers");
             report.failure = Some(RoomFailure {
                 room: room.room.clone(),
                 first_seq: room.first_seq,

@@ -68,6 +68,11 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// most an hour, the stream mapping's record age) of its event, always before the event expires.
 pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
+/// A remembered head older than this is read again: the events after it may have expired
+/// since (another process, or this one's fanout, appended them), and a put of an expired seq
+/// would succeed. Far shorter than [`MIN_RETENTION`].
+const TRUST_HEAD_FOR_MS: u64 = 60 * 60 * 1000;
+
 /// The last seq this process saw claimed in each room: a guess at the head that saves a read on
 /// every publish. A stale guess costs one lost race, never a wrong seq, because the conditional
 /// put is the arbiter.
@@ -81,7 +86,8 @@ pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// It also holds the retention every append gives its event and idempotency record.
 #[derive(Debug)]
 pub struct RoomHeads {
-    heads: Mutex<HashMap<String, u64>>,
+    /// Per room: the head, and when it was seen (ms).
+    heads: Mutex<HashMap<String, (u64, u64)>>,
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     retention: Duration,
 }
@@ -102,17 +108,19 @@ impl RoomHeads {
         self.retention
     }
 
-    fn guess(&self, room: &str) -> Option<u64> {
-        self.heads.lock().expect("room heads lock").get(room).copied()
+    fn guess(&self, room: &str, now_ms: u64) -> Option<u64> {
+        let heads = self.heads.lock().expect("room heads lock");
+        let (seq, seen_ms) = heads.get(room).copied()?;
+        (now_ms.saturating_sub(seen_ms) < TRUST_HEAD_FOR_MS).then_some(seq)
     }
 
-    fn observe(&self, room: &str, seq: u64) {
+    fn observe(&self, room: &str, seq: u64, now_ms: u64) {
         let mut heads = self.heads.lock().expect("room heads lock");
         if heads.len() >= REMEMBERED_ROOMS && !heads.contains_key(room) {
             heads.clear();
         }
         let head = heads.entry(room.to_owned()).or_default();
-        *head = (*head).max(seq);
+        *head = (head.0.max(seq), now_ms);
     }
 
     /// The room's queue of appends.
@@ -231,11 +239,12 @@ pub async fn append(
         Some(turn) => Some(turn.lock().await),
         None => None,
     };
-    let mut known_head = match heads.guess(entry.room) {
+    let mut known_head = match heads.guess(entry.room, entry.now_ms) {
         Some(seq) => seq,
         None => head(store, entry.room).await?,
     };
-    let expires = Attr::N((entry.now_ms / 1000) as i64 + heads.retention.as_secs() as i64);
+    let now_secs = (entry.now_ms / 1000) as i64;
+    let expires = Attr::N(now_secs + heads.retention.as_secs() as i64);
     for attempt in 1..=MAX_ATTEMPTS {
         let seq = known_head + 1;
         let event = layout::event_item(&Event {
@@ -266,7 +275,10 @@ pub async fn append(
                 .client_id
                 .map(|client| layout::event_id_item(entry.room, client, seq).with(TTL_ATTRIBUTE, expires.clone()));
             if let Some(record) = &record {
-                ops.push(TxOp::Put { item: record.clone(), condition: Condition::NotExists });
+                // Absent, or expired and not yet deleted by TTL (which takes its time): an id is
+                // a repeat only while its event is kept, as both carry the same expiry.
+                let unused = Condition::Below { attr: TTL_ATTRIBUTE.to_owned(), value: now_secs };
+                ops.push(TxOp::Put { item: record.clone(), condition: unused });
             }
             match store.transact(ops).await? {
                 Transaction::Committed => true,
@@ -291,7 +303,7 @@ pub async fn append(
             }
         };
         if claimed {
-            heads.observe(entry.room, seq);
+            heads.observe(entry.room, seq, entry.now_ms);
             return Ok(Appended::Stored(Published { seq, id: id.to_owned(), repeat: false, other_request: false }));
         }
         // `seq` is taken, so it exists: the next one is claimable without a read.
@@ -299,7 +311,7 @@ pub async fn append(
         if attempt % REREAD_HEAD_AFTER == 0 {
             known_head = head(store, entry.room).await?.max(seq);
         }
-        heads.observe(entry.room, known_head);
+        heads.observe(entry.room, known_head, entry.now_ms);
         clock.sleep(backoff(attempt - 1)).await;
     }
     Err(PublishError::Contention { room: entry.room.to_owned() })
@@ -322,6 +334,16 @@ async fn original(store: &dyn Store, record: Option<&Item>, returned: Option<&It
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_head_is_trusted_for_an_hour_then_read_again() {
+        let heads = RoomHeads::default();
+        heads.observe("r", 10, 1_000);
+        assert_eq!(heads.guess("r", 1_000 + TRUST_HEAD_FOR_MS - 1), Some(10));
+        assert_eq!(heads.guess("r", 1_000 + TRUST_HEAD_FOR_MS), None, "stale: read the head again");
+        heads.observe("r", 7, 5_000_000);
+        assert_eq!(heads.guess("r", 5_000_000), Some(10), "never backwards");
+    }
 
     #[test]
     fn backoff_grows_with_each_loss_and_stays_bounded() {

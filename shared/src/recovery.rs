@@ -43,7 +43,24 @@ pub async fn events_after(
     limit: usize,
     head: Option<u64>,
 ) -> Result<Recovered, StoreError> {
-    let page = store.query(layout::events_after(room, since, limit)).await?;
+    let mut page = store.query(layout::events_after(room, since, limit)).await?;
+    // Nothing after `since`: up to date, unless the events up to the head expired. The head is
+    // read after the page, so an event committed in between would look like a hole: the page
+    // is read again, and only a page still empty with the head past `since` means expired
+    // (events after `since` existed, and are gone).
+    if page.items.is_empty() {
+        let head = match head {
+            Some(head) => head,
+            None => ordering::head(store, room).await?,
+        };
+        if head <= since {
+            return Ok(Recovered::Page(EventPage { events: Vec::new(), more: false }));
+        }
+        page = store.query(layout::events_after(room, since, limit)).await?;
+        if page.items.is_empty() {
+            return Ok(Recovered::Expired { oldest: head + 1 });
+        }
+    }
     let mut more = page.more;
     let mut bytes = 0;
     let mut events = Vec::with_capacity(page.items.len());
@@ -72,16 +89,6 @@ pub async fn events_after(
     }
     if let Some(oldest) = missing_before {
         return Ok(Recovered::Expired { oldest });
-    }
-    // Nothing after `since`: up to date, unless the events up to the head expired.
-    if page.items.is_empty() {
-        let head = match head {
-            Some(head) => head,
-            None => ordering::head(store, room).await?,
-        };
-        if head > since {
-            return Ok(Recovered::Expired { oldest: head + 1 });
-        }
     }
     Ok(Recovered::Page(EventPage { events, more }))
 }

@@ -51,14 +51,24 @@ pub enum ClientError {
     Expired { after: u64, oldest: u64 },
 }
 
-/// An `expired` refusal as [`ClientError::Expired`]; any other error as it is.
-fn expired(error: ClientError, after: u64) -> ClientError {
+/// The oldest seq an `expired` refusal names; `None` for any other error. A refusal without
+/// one breaks the protocol (following it would ask for the same events forever).
+fn expired_oldest(error: &ClientError, after: u64) -> Option<Result<u64, ClientError>> {
     match error {
-        ClientError::Refused { ref code, ref frame, .. } if code == "expired" => {
-            ClientError::Expired { after, oldest: frame["oldest"].as_u64().unwrap_or(after + 1) }
-        }
-        other => other,
+        ClientError::Refused { code, frame, .. } if code == "expired" => Some(
+            frame["oldest"]
+                .as_u64()
+                .filter(|oldest| *oldest > after)
+                .ok_or_else(|| ClientError::Protocol(format!("an expired error without a usable oldest: {frame}"))),
+        ),
+        _ => None,
     }
+}
+
+/// What a [`Follower`] hands out next: an event, or the news that events before it expired.
+enum Next {
+    Event(Value),
+    Expired { after: u64, oldest: u64 },
 }
 
 /// Checks a URL before dialling it, so that a typo gets a message, not a socket error.
@@ -250,7 +260,8 @@ pub struct Follower {
     room: String,
     last: u64,
     connection: Option<Connection>,
-    ready: VecDeque<Value>,
+    /// In order: events, and where events expired between them.
+    ready: VecDeque<Next>,
     connected_once: bool,
     /// Reconnections so far (for the caller to say so).
     pub reconnects: u64,
@@ -281,16 +292,18 @@ impl Follower {
     pub async fn next(&mut self) -> Result<Value, ClientError> {
         let mut pause = Duration::from_millis(100);
         loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Ok(event);
+            match self.ready.pop_front() {
+                Some(Next::Event(event)) => return Ok(event),
+                Some(Next::Expired { after, oldest }) => return Err(ClientError::Expired { after, oldest }),
+                None => {}
             }
             if self.connection.is_none() {
                 match self.rejoin().await {
                     Ok(()) => pause = Duration::from_millis(100),
-                    Err(error @ (ClientError::BadUrl { .. } | ClientError::Refused { .. })) => return Err(error),
-                    Err(ClientError::Expired { after, oldest }) => {
-                        self.last = oldest.saturating_sub(1).max(self.last);
-                        return Err(ClientError::Expired { after, oldest });
+                    Err(
+                        error @ (ClientError::BadUrl { .. } | ClientError::Refused { .. } | ClientError::Protocol(_)),
+                    ) => {
+                        return Err(error);
                     }
                     Err(error) if !self.connected_once => return Err(error),
                     Err(_) => {
@@ -306,10 +319,7 @@ impl Follower {
                     let events = events_of(&frame);
                     match self.take(events).await {
                         Ok(()) => {}
-                        Err(ClientError::Expired { after, oldest }) => {
-                            self.last = oldest.saturating_sub(1).max(self.last);
-                            return Err(ClientError::Expired { after, oldest });
-                        }
+                        Err(error @ ClientError::Protocol(_)) => return Err(error),
                         Err(error) => self.lost(error),
                     }
                 }
@@ -324,33 +334,60 @@ impl Follower {
         self.reconnects += 1;
     }
 
-    /// Connects and joins with `since` = the last seq returned, paging in what was missed.
+    /// Connects and joins with `since` = the last seq taken, paging in what was missed. A join
+    /// answered `expired` has still subscribed: the rest is paged in from the oldest held.
     async fn rejoin(&mut self) -> Result<(), ClientError> {
         let mut connection = Connection::open(&self.url, self.token.as_deref()).await?;
-        let joined = connection.join(&self.room, Some(self.last)).await.map_err(|e| expired(e, self.last))?;
-        let more = joined["more"] == true;
+        let joined = connection.join(&self.room, Some(self.last)).await;
         self.connection = Some(connection);
         self.connected_once = true;
-        self.accept(events_of(&joined));
-        if more {
-            self.fill().await?;
+        match joined {
+            Ok(joined) => {
+                self.accept(events_of(&joined));
+                if joined["more"] == true {
+                    self.fill().await?;
+                }
+                Ok(())
+            }
+            Err(error) => match expired_oldest(&error, self.last) {
+                Some(oldest) => {
+                    self.skip_to(oldest?);
+                    self.fill().await
+                }
+                None => {
+                    self.connection = None;
+                    Err(error)
+                }
+            },
         }
-        Ok(())
     }
 
-    /// Pages in everything after the last seq with `sync`.
+    /// Pages in everything after the last seq taken with `sync`, past any expired stretch.
     async fn fill(&mut self) -> Result<(), ClientError> {
         loop {
             let connection = self.connection.as_mut().ok_or(ClientError::Closed)?;
-            let page = connection
-                .request(json!({"action": "sync", "room": self.room, "since": self.last}))
-                .await
-                .map_err(|e| expired(e, self.last))?;
+            let page = match connection.request(json!({"action": "sync", "room": self.room, "since": self.last})).await
+            {
+                Ok(page) => page,
+                Err(error) => match expired_oldest(&error, self.last) {
+                    Some(oldest) => {
+                        self.skip_to(oldest?);
+                        continue;
+                    }
+                    None => return Err(error),
+                },
+            };
             self.accept(events_of(&page));
             if page["more"] != true {
                 return Ok(());
             }
         }
+    }
+
+    /// The events before `oldest` expired: say so in turn, and go on from there.
+    fn skip_to(&mut self, oldest: u64) {
+        self.ready.push_back(Next::Expired { after: self.last, oldest });
+        self.last = oldest - 1;
     }
 
     /// Pushed events: in order they are taken; a gap is filled first; repeats are dropped.
@@ -375,7 +412,7 @@ impl Follower {
         for event in events {
             if seq_of(&event) == self.last + 1 {
                 self.last += 1;
-                self.ready.push_back(event);
+                self.ready.push_back(Next::Event(event));
             }
         }
     }

@@ -121,3 +121,60 @@ fn a_bad_url_or_a_runner_that_is_down_is_explained() {
         assert!(said.contains("cannot connect to") && said.contains("is the runner running"), "{args:?}: {said}");
     }
 }
+
+/// A data directory whose room `old` had 3 events, 8 days ago: past the 7-day retention, swept.
+fn a_room_expired_long_ago(dir: &std::path::Path) {
+    use livesync_core::store::Store;
+    use std::sync::Arc;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let embedded = Arc::new(livesync_embedded_store::EmbeddedStore::open(dir, Default::default()).unwrap());
+        let store: Arc<dyn Store> = embedded.clone();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let clock = Arc::new(livesync_core::clock::ManualClock::new(now_ms - 8 * 86_400_000));
+        let engine = livesync_core::Engine::new(store.clone(), clock);
+        let mut feed = store.change_feed().await.unwrap();
+        let caller = livesync_core::access::Caller::anonymous("w");
+        for n in 1..=3 {
+            engine.handle(&caller, "w", "p", &format!(r#"{{"action":"publish","room":"old","data":{n}}}"#)).await;
+        }
+        let mut changes = Vec::new();
+        while changes.len() < 3 {
+            changes.extend(feed.next_batch(10).await.unwrap());
+        }
+        // Nobody to post to: the fanout marks the room's head.
+        let nobody = Arc::new(livesync_runner::connections::Connections::new(1 << 20, 1 << 20));
+        livesync_core::Fanout::new(store, nobody).deliver(&changes).await;
+        assert_eq!(embedded.sweep().await.unwrap().expired_items, 3);
+    });
+}
+
+#[test]
+fn tail_says_when_the_events_it_asks_for_have_expired_and_goes_on_from_the_oldest_held() {
+    let dir = tempfile::tempdir().unwrap();
+    a_room_expired_long_ago(dir.path());
+    let (runner, url) = start(&["--data-dir", dir.path().to_str().unwrap()], &[]);
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_livesync"))
+        .args(["tail", &url, "old", "--since", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(tail.stderr.take().unwrap());
+    let (said_tx, said) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = said_tx.send(line);
+        }
+    });
+    let lines = lines_of(&mut tail);
+    let seq = |line: String| serde_json::from_str::<serde_json::Value>(&line).unwrap()["seq"].as_u64().unwrap();
+    let note = said.recv_timeout(Duration::from_secs(30)).expect("tail says the events expired");
+    assert!(note.contains("events after seq 0 have expired on the server; continuing from seq 4"), "{note}");
+
+    let out = String::from_utf8(livesync(&["publish", &url, "old", "after the silence"]).stdout).unwrap();
+    assert!(out.starts_with("old seq 4 "), "seqs go on: {out}");
+    assert_eq!(seq(next_line(&lines)), 4);
+    tail.kill().unwrap();
+    signal(&runner, "TERM");
+    assert!(wait_for_exit(runner).success());
+}

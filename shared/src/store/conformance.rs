@@ -66,6 +66,7 @@ macro_rules! store_conformance_tests {
             a_below_condition_lets_a_marker_only_move_forward,
             an_expired_since_gets_expired_with_the_oldest_seq_still_held,
             a_room_whose_every_event_expired_goes_on_from_its_head,
+            an_id_whose_record_expired_is_a_new_publish_even_before_ttl_deletes_it,
             each_user_has_its_own_ids_and_a_changed_repeat_is_a_conflict,
             a_room_outside_the_grant_is_forbidden_and_nothing_is_stored,
             concurrent_writes_of_one_connection_or_user_take_exactly_the_burst,
@@ -914,6 +915,19 @@ pub async fn a_room_whose_every_event_expired_goes_on_from_its_head(store: Arc<d
     let ack =
         ask(&e, "writer", "p", json!({"action": "publish", "room": "quiet", "data": "after a long silence"})).await;
     assert_eq!(ack["seq"], 4, "a seq is never given twice: {ack}");
+}
+
+pub async fn an_id_whose_record_expired_is_a_new_publish_even_before_ttl_deletes_it(store: Arc<dyn Store>) {
+    use serde_json::json;
+    let eight_days_ago = SystemClock.now_ms() - 8 * 24 * 3600 * 1000;
+    let then = Engine::new(store.clone(), Arc::new(crate::clock::ManualClock::new(eight_days_ago)));
+    let first = ask(&then, "w", "p1", json!({"action": "publish", "room": "ids", "id": "x", "data": 1})).await;
+    assert_eq!(first["seq"], 1, "{first}");
+    let e = engine(&store);
+    let again = ask(&e, "w", "p2", json!({"action": "publish", "room": "ids", "id": "x", "data": 1})).await;
+    assert_eq!(again["seq"], 2, "the record is past its time, though still stored: {again}");
+    let repeat = ask(&e, "w", "p3", json!({"action": "publish", "room": "ids", "id": "x", "data": 1})).await;
+    assert_eq!(repeat["seq"], 2, "and the new one makes repeats again: {repeat}");
 }
 
 /// One request as a given caller; the reply as JSON.
