@@ -30,9 +30,15 @@ async fn a_client_that_missed_50_events_gets_exactly_those_when_it_rejoins_with_
         (11..=60).map(|n| json!(n)).collect::<Vec<_>>()
     );
 
-    // And it is subscribed again: the next event is pushed.
+    // And it is subscribed again: the next event is pushed. (An event the join's page already
+    // held may also arrive as a push, if the fanout was still delivering it: a repeat, by seq.)
     writer.publish("feed", None, json!(61)).await;
-    assert_eq!(back.pushed_seqs("feed", 1).await, vec![61]);
+    let mut pushed = back.pushed_seqs("feed", 1).await;
+    while pushed.last() != Some(&61) {
+        assert!(pushed.iter().all(|seq| *seq <= 61), "{pushed:?}");
+        pushed.extend(back.pushed_seqs("feed", 1).await);
+    }
+    assert!(pushed[..pushed.len() - 1].iter().all(|seq| *seq <= 60), "only repeats before 61: {pushed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -323,14 +323,15 @@ impl Fanout {
 
     async fn deliver_room(&self, room: &RoomFrames, retry_until: u64) -> RoomReport {
         let mut report = RoomReport::default();
-        // The room's head marker first, whatever becomes of the posts: once every event has
-        // expired, it is what keeps the room from giving a seq twice. If it cannot be written,
-        // nothing is posted and the room's records are retried.
-        let delivered = async {
-            ordering::mark_head(self.store.as_ref(), &room.room, room.last_seq).await?;
-            self.post_to_subscribers(room, retry_until, &mut report).await
-        };
-        if let Err(error) = delivered.await {
+        // The room's head marker, whatever becomes of the posts (and beside them, so pushes wait
+        // for no extra write): once every event has expired, it is what keeps the room from
+        // giving a seq twice. If it cannot be written, the room's records are retried.
+        let (marked, posted) = futures_util::future::join(
+            ordering::mark_head(self.store.as_ref(), &room.room, room.last_seq),
+            self.post_to_subscribers(room, retry_until, &mut report),
+        )
+        .await;
+        if let Err(error) = marked.and(posted) {
             tracing::warn!(room = room.room, error = %Chain(&error), "fanout could not mark the room's head or read its subscribers");
             report.failure = Some(RoomFailure {
                 room: room.room.clone(),
