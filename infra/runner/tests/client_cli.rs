@@ -96,7 +96,9 @@ fn connect_sends_each_line_and_prints_each_frame() {
     writeln!(stdin, "not json").unwrap();
     writeln!(stdin, r#"{{"action":"publish","room":"r","data":"hi","ref":2}}"#).unwrap();
     let mut seen = Vec::new();
-    while !seen.iter().any(|l: &String| l.starts_with("< ") && l.contains(r#""type":"event""#)) {
+    // The ack and the push may come in either order: the reply and the fanout race.
+    let arrived = |seen: &[String], kind: &str| seen.iter().any(|l| l.starts_with("< ") && l.contains(kind));
+    while !(arrived(&seen, r#""type":"event""#) && arrived(&seen, r#""type":"ack""#)) {
         seen.push(next_line(&lines));
     }
     assert!(seen.iter().any(|l| l.starts_with("> ") && l.contains(r#""action":"join""#)), "{seen:?}");
