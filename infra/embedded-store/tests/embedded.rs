@@ -100,24 +100,6 @@ async fn a_file_from_a_newer_schema_is_refused_rather_than_misread() {
     assert!(error.to_string().contains("newer LiveSync"), "{error}");
 }
 
-/// A poster for a fanout with nobody to post to: it only marks the rooms' heads.
-struct Nobody;
-
-#[async_trait::async_trait]
-impl livesync_core::poster::Poster for Nobody {
-    async fn post(
-        &self,
-        _: &str,
-        _: &livesync_core::poster::Frame,
-    ) -> Result<livesync_core::poster::Delivery, livesync_core::poster::PostError> {
-        Ok(livesync_core::poster::Delivery::Gone)
-    }
-
-    async fn delete_connection(&self, _: &str) -> Result<(), livesync_core::poster::PostError> {
-        Ok(())
-    }
-}
-
 /// Writes `count` events into `room` as if 8 days ago (past the 7-day retention), fans them
 /// out (which marks the room's head) and sweeps: the store then holds the room's head, no event.
 async fn a_room_expired_long_ago(dir: &std::path::Path, room: &str, count: u64) {
@@ -137,7 +119,9 @@ async fn a_room_expired_long_ago(dir: &std::path::Path, room: &str, count: u64) 
     while changes.len() < 2 * count as usize {
         changes.extend(tokio::time::timeout(Duration::from_secs(20), feed.next_batch(100)).await.unwrap().unwrap());
     }
-    let report = livesync_core::Fanout::new(store.clone(), Arc::new(Nobody)).deliver(&changes).await;
+    let report = livesync_core::Fanout::new(store.clone(), Arc::new(livesync_core::store::conformance::NoConnections))
+        .deliver(&changes)
+        .await;
     assert!(report.records_to_retry().is_empty());
     let swept = embedded.sweep().await.unwrap();
     assert_eq!(swept.expired_items, 2 * count as usize, "each event and its idempotency record");

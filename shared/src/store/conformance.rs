@@ -823,6 +823,25 @@ pub async fn a_below_condition_lets_a_marker_only_move_forward(store: Arc<dyn St
     assert_eq!(store.get(&Key::new("ROOM#below", "HEAD")).await.unwrap().unwrap().number("seq"), Some(9));
 }
 
+/// A poster with no connections behind it: every post finds its connection gone. For a fanout
+/// run only for what it writes (the rooms' head markers, the day's figures).
+pub struct NoConnections;
+
+#[async_trait::async_trait]
+impl crate::poster::Poster for NoConnections {
+    async fn post(
+        &self,
+        _: &str,
+        _: &crate::poster::Frame,
+    ) -> Result<crate::poster::Delivery, crate::poster::PostError> {
+        Ok(crate::poster::Delivery::Gone)
+    }
+
+    async fn delete_connection(&self, _: &str) -> Result<(), crate::poster::PostError> {
+        Ok(())
+    }
+}
+
 /// Publishes `count` events into `room`, fans them out (which marks the room's head), and
 /// returns their items' TTLs.
 async fn published_and_fanned_out(store: &Arc<dyn Store>, room: &str, count: u64) -> Vec<i64> {
@@ -844,21 +863,7 @@ async fn published_and_fanned_out(store: &Arc<dyn Store>, room: &str, count: u64
     {
         changes.extend(next_changes(&mut feed, 1).await);
     }
-    struct Nobody;
-    #[async_trait::async_trait]
-    impl crate::poster::Poster for Nobody {
-        async fn post(
-            &self,
-            _: &str,
-            _: &crate::poster::Frame,
-        ) -> Result<crate::poster::Delivery, crate::poster::PostError> {
-            Ok(crate::poster::Delivery::Gone)
-        }
-        async fn delete_connection(&self, _: &str) -> Result<(), crate::poster::PostError> {
-            Ok(())
-        }
-    }
-    let report = crate::Fanout::new(store.clone(), Arc::new(Nobody)).deliver(&changes).await;
+    let report = crate::Fanout::new(store.clone(), Arc::new(NoConnections)).deliver(&changes).await;
     assert!(report.records_to_retry().is_empty(), "{report:?}");
     let events = store.query(layout::events_after(room, 0, 100)).await.unwrap();
     events.items.iter().map(|item| item.expires_at().expect("every event expires")).collect()
