@@ -69,10 +69,8 @@ async fn measure(subscribers: u64, batch: u64, events: u64, with_ids: bool) -> M
         }
     };
     for n in 0..subscribers {
-        engine.connect(&format!("sub{n}")).await.unwrap();
         ask(format!("u{n}"), format!("sub{n}"), r#"{"action":"join","room":"room"}"#.to_owned()).await;
     }
-    engine.connect("writer").await.unwrap();
     metered.take_bill();
 
     for n in 0..events {
@@ -129,6 +127,67 @@ async fn a_published_event_costs_exactly_these_requests() {
     let with_ids = measure(10, 10, 10, true).await;
     let publishes: Vec<(&str, u64)> = with_ids.publish.requests.iter().map(|(op, n)| (*op, *n)).collect();
     assert_eq!(publishes, [("GetItem", 11), ("Query", 1), ("TransactWriteItems", 10), ("UpdateItem", 10)]);
+}
+
+async fn ask(engine: &Engine, connection: &str, body: serde_json::Value) -> serde_json::Value {
+    // Each request its own id, as API Gateway gives (the fallback event id).
+    static REQUESTS: AtomicU64 = AtomicU64::new(0);
+    let request = format!("q{}", REQUESTS.fetch_add(1, Ordering::Relaxed));
+    let caller = Caller::user(connection, connection, Grants::all());
+    let reply = engine.handle(&caller, connection, &request, &body.to_string()).await;
+    serde_json::from_str(&reply.to_json()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_whose_head_is_stale_reads_the_head_once_instead_of_walking_up_to_it() {
+    // GIVEN two message function instances, the first of which last saw the room at seq 1,
+    let config = moto_config().await;
+    let table = moto_table(&config, "stale").await;
+    let dynamo: Arc<dyn Store> = Arc::new(DynamoStore::new(&config, &table));
+    let metered = Arc::new(Metered::new(dynamo.clone()));
+    let stale = Engine::new(metered.clone(), Arc::new(SystemClock));
+    let other = Engine::new(dynamo, Arc::new(SystemClock));
+    assert_eq!(ask(&stale, "a", serde_json::json!({"action": "publish", "room": "r", "data": 0})).await["seq"], 1);
+    // WHEN the other instance publishes 20 events, then the first publishes again,
+    for n in 0..20 {
+        assert_eq!(
+            ask(&other, "b", serde_json::json!({"action": "publish", "room": "r", "data": n})).await["type"],
+            "ack"
+        );
+    }
+    metered.take_bill();
+    let ack = ask(&stale, "a", serde_json::json!({"action": "publish", "room": "r", "data": 21})).await;
+    // THEN it loses one race, reads the head (its newest event and its marker), and wins the
+    // next seq: two billed puts, not one per event it missed.
+    assert_eq!(ack["seq"], 22, "{ack}");
+    let requests: Vec<(&str, u64)> = metered.take_bill().requests.into_iter().collect();
+    assert_eq!(requests, [("GetItem", 1), ("PutItem", 2), ("Query", 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_of_large_events_reads_little_more_than_its_reply_carries() {
+    // GIVEN a room of 40 events of 24 KB each,
+    let config = moto_config().await;
+    let table = moto_table(&config, "large").await;
+    let dynamo: Arc<dyn Store> = Arc::new(DynamoStore::new(&config, &table));
+    let metered = Arc::new(Metered::new(dynamo.clone()));
+    let engine = Engine::new(metered.clone(), Arc::new(SystemClock));
+    let large = "x".repeat(24 * 1024);
+    for _ in 0..40 {
+        assert_eq!(
+            ask(&engine, "a", serde_json::json!({"action": "publish", "room": "r", "data": large})).await["type"],
+            "ack"
+        );
+    }
+    metered.take_bill();
+    // WHEN a client syncs from the start,
+    let page = ask(&engine, "b", serde_json::json!({"action": "sync", "room": "r", "since": 0})).await;
+    // THEN the reply holds what fits in one message, and the reads cost about that much (the
+    // first read's 10 events, ~61 read units), not the 40 events a 100-event page would read.
+    assert_eq!((page["events"].as_array().unwrap().len(), page["more"].clone()), (5, serde_json::json!(true)));
+    let bill = metered.take_bill();
+    assert_eq!(bill.requests.get("Query"), Some(&1), "{bill:?}");
+    assert!(bill.read_units <= 70.0, "{bill:?}");
 }
 
 // AWS's public us-east-1 prices (docs/COST.md names the sources).

@@ -60,3 +60,49 @@ async fn shutdown_closes_clients_with_going_away() {
     local.stop().await;
     assert_eq!(closing.await.unwrap(), Some(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Away));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_refuses_writes_with_unavailable_while_connects_pings_and_reads_go_on() {
+    // GIVEN a runner whose store may grow to 1 MB (as a full disk would stop it),
+    let mut local = Local::start_with(|config| config.max_store_mb = Some(1)).await;
+    let mut writer = local.client().await;
+    let blob = "x".repeat(20 * 1024);
+    // WHEN a client publishes 20 KB events until the store is full,
+    let mut acked = Vec::new();
+    let refusal = loop {
+        let id = format!("e{}", acked.len());
+        let reply = writer.request(json!({"action": "publish", "room": "big", "id": id, "data": blob})).await;
+        if reply["type"] != "ack" {
+            break reply;
+        }
+        acked.push(reply["seq"].as_u64().unwrap());
+        assert!(acked.len() < 200, "1 MB never filled");
+    };
+    // THEN the write is refused with a reason, and the writer's connection stays usable;
+    assert_eq!(refusal["code"], "unavailable", "{refusal}");
+    assert!(refusal["message"].as_str().unwrap().contains("storage is full"), "{refusal}");
+    assert!(acked.len() > 5, "the store filled at once: {acked:?}");
+    assert_eq!(writer.request(json!({"action": "ping"})).await["type"], "pong");
+    // a new client connects, pings and reads every acknowledged event;
+    let mut reader = local.client().await;
+    assert_eq!(reader.request(json!({"action": "ping"})).await["type"], "pong");
+    let mut held = Vec::new();
+    loop {
+        let since = held.last().copied().unwrap_or(0);
+        let page = reader.request(json!({"action": "sync", "room": "big", "since": since})).await;
+        assert_eq!(page["type"], "events", "{page}");
+        held.extend(seqs(&events_of(&page)));
+        if page["more"] != json!(true) {
+            break;
+        }
+    }
+    assert_eq!(held, acked, "everything acknowledged is readable, nothing more");
+
+    // WHEN space is back (here: the runner restarted without the limit),
+    local.restart().await;
+    let mut client = local.client().await;
+    // THEN the refused publish was never applied: its id is new, and takes the next seq.
+    let id = format!("e{}", acked.len());
+    let retried = client.publish("big", Some(&id), json!("small")).await;
+    assert_eq!(retried["seq"], acked.len() as u64 + 1, "{retried}");
+}

@@ -282,6 +282,7 @@ async fn a_backup_taken_while_four_writers_publish_restores_and_a_runner_continu
         table: String::new(),
         create_tables: false,
         data_dir: local.data_dir().to_owned(),
+        retention_days: 7,
     };
     let run = RunArgs { job: JobArg::Backup, data, jobs: JobsArgs::default() };
     livesync_runner::commands::jobs_run(&run).await.unwrap();
@@ -382,8 +383,13 @@ async fn the_report_over_a_seeded_day_has_exactly_the_expected_figures_and_is_st
     )
     .await;
 
-    // WHEN the report runs
-    let jobs = Jobs::new(store.clone(), Arc::new(SystemClock), JobSettings::default());
+    // WHEN the report runs, on a deployment keeping events 30 days
+    let month = Duration::from_secs(30 * 86_400);
+    let jobs = Jobs::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        JobSettings { event_retention: month, ..JobSettings::default() },
+    );
     let outcome =
         jobs.run(JobName::Report, jiff::Timestamp::now(), livesync_core::jobs::Trigger::Manual).await.unwrap();
     assert!(matches!(outcome, RunOutcome::Ran(_)), "{outcome:?}");
@@ -417,6 +423,12 @@ async fn the_report_over_a_seeded_day_has_exactly_the_expected_figures_and_is_st
     let pushed = dashboard.pushed_events(REPORTS_ROOM, 1).await;
     assert_eq!(pushed[0]["kind"], "report");
     assert_eq!(pushed[0]["data"]["totals"]["units_sold"], 7);
+    // kept as long as the deployment keeps events
+    let seq = pushed[0]["seq"].as_u64().unwrap();
+    let event = store.get(&livesync_core::layout::event_key(REPORTS_ROOM, seq)).await.unwrap().unwrap();
+    let expires = event.number(livesync_core::store::TTL_ATTRIBUTE).unwrap();
+    let in_a_month = (SystemClock.now_ms() / 1000 + month.as_secs()) as i64;
+    assert!((in_a_month - 120..=in_a_month).contains(&expires), "expires at {expires}, not in 30 days ({in_a_month})");
     local.stop().await;
 }
 
@@ -426,7 +438,6 @@ async fn counting_the_same_batch_twice_counts_it_once() {
     let store = embedded(dir.path()).await;
     let mut feed = store.change_feed().await.unwrap();
     let engine = livesync_core::Engine::new(store.clone(), Arc::new(SystemClock));
-    engine.connect("c1").await.unwrap();
     for n in 0..3 {
         let frame = json!({"action": "publish", "room": "r", "data": n}).to_string();
         let ack = engine.handle(&livesync_core::access::Caller::anonymous("c1"), "c1", &format!("q{n}"), &frame).await;

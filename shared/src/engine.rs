@@ -64,11 +64,6 @@ impl Engine {
         &self.store
     }
 
-    /// `$connect`: the connection exists from now on.
-    pub async fn connect(&self, connection: &str) -> Result<(), EngineError> {
-        Ok(membership::register(self.store.as_ref(), connection, self.clock.now_ms()).await?)
-    }
-
     /// `$disconnect`: forget the connection and its subscriptions (members leave presence).
     /// Returns the number of rooms it was in.
     pub async fn disconnect(&self, connection: &str) -> Result<usize, EngineError> {
@@ -129,6 +124,16 @@ impl Engine {
     }
 
     fn internal(&self, cx: &Context<'_>, error: &EngineError) -> ServerFrame {
+        if let EngineError::Store(StoreError::Full) | EngineError::Publish(PublishError::Store(StoreError::Full)) =
+            error
+        {
+            tracing::warn!(connection = cx.connection, request_id = cx.request_id, "write refused: the store is full");
+            return cx.error(
+                ErrorCode::Unavailable,
+                "the server's storage is full: this write was not applied (reads still work). \
+                 Retry it later (a write with the same id is never applied twice)",
+            );
+        }
         tracing::error!(connection = cx.connection, request_id = cx.request_id, error = %Chain(error), "request failed");
         cx.error(
             ErrorCode::Internal,

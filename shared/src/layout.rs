@@ -12,7 +12,7 @@
 //! ROOM#<room>        TEXT#<doc>            rev, text
 //! ROOM#<room>        TEXTOP#<n>:<doc>#<rev, 20 digits>     ops (JSON), from   edits to transform past
 //! ROOM#<room>        STOCK#<sku>           level, version
-//! CONN#<connection>  META                  connected_at, expires_at, tat?   tat: its write bucket
+//! CONN#<connection>  META                  tat, expires_at       an anonymous caller's write bucket
 //! CONN#<connection>  SUB#<room>            expires_at, user?     what to clean up on disconnect
 //! USER#<user>        BUCKET                tat, expires_at       a token user's write bucket
 //! JOB#<job>          RUN#<scheduled time, RFC 3339>   status, attempt, trigger, started, lease_until,
@@ -198,12 +198,6 @@ pub fn user_bucket_key(user: &str) -> Key {
 
 pub fn connection_key(connection: &str) -> Key {
     Key::new(connection_pk(connection), META)
-}
-
-pub fn connection_item(connection: &str, connected_at_ms: u64) -> Item {
-    Item::new(connection_key(connection))
-        .with("connected_at", Attr::N(connected_at_ms as i64))
-        .with(TTL_ATTRIBUTE, Attr::N(connection_expiry(connected_at_ms)))
 }
 
 /// The two items of one subscription: the room's side and the connection's side. Both name the

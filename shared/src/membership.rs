@@ -29,12 +29,6 @@ impl Member {
     }
 }
 
-/// Records a new connection. A repeated `$connect` for the same id just refreshes it.
-pub async fn register(store: &dyn Store, connection: &str, now_ms: u64) -> Result<(), StoreError> {
-    store.put(layout::connection_item(connection, now_ms), Condition::Always).await?;
-    Ok(())
-}
-
 /// Subscribes a connection to a room: both sides of the subscription, or neither. With a `user`,
 /// a connection not yet subscribed enters the room's presence with a `joined` event. Joining
 /// again only refreshes the subscription, and keeps what it was: a member stays the member it

@@ -5,10 +5,11 @@
 //! never share a seq. A publisher only claims `s` once it knows `s - 1` exists (it read the head,
 //! or it just lost the race for `s - 1`), so they can never skip one either.
 //!
-//! The loser of a race for `s` goes straight for `s + 1`, with no read in between: a loser that
-//! re-read the head first would always be one round trip behind the winners and could starve.
-//! Only after several losses in a row, when its idea of the head is likely far behind, does it
-//! read the head again and jump.
+//! A first lost race usually means the guess was stale (another process appended since this one
+//! last looked), and walking up to the head would pay one billed failed write per event missed:
+//! the loser reads the head once and jumps. After that it goes straight for `s + 1` with no read
+//! in between (a loser that re-read the head every time would always be one round trip behind
+//! the winners and could starve), and reads the head again only after several more losses.
 //!
 //! Within one process, publishes to a room take turns (see [`RoomHeads`]), so their races are
 //! between processes only.
@@ -308,7 +309,7 @@ pub async fn append(
         }
         // `seq` is taken, so it exists: the next one is claimable without a read.
         known_head = seq;
-        if attempt % REREAD_HEAD_AFTER == 0 {
+        if attempt == 1 || attempt % REREAD_HEAD_AFTER == 0 {
             known_head = head(store, entry.room).await?.max(seq);
         }
         heads.observe(entry.room, known_head, entry.now_ms);

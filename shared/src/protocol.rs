@@ -273,6 +273,9 @@ pub enum ErrorCode {
     /// `join` or `sync` with a `since` whose next events have expired (events are kept for the
     /// retention period, 7 days by default); the error's `oldest` is the first seq still held.
     Expired,
+    /// The server cannot take writes for now (the runner's storage is full); the write was not
+    /// applied. Reads still work.
+    Unavailable,
     /// The server failed; the request may or may not have been applied.
     Internal,
 }

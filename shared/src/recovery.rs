@@ -33,6 +33,12 @@ pub enum Recovered {
     },
 }
 
+/// Events asked for by a page's first read: a typical catch-up (a client away for seconds) in one
+/// request. A longer page is read on in queries sized by the bytes the reply has left, so a page
+/// of large events reads (and pays for, by the byte) little more than the reply carries, rather
+/// than the whole `limit`.
+const FIRST_READ: usize = 10;
+
 /// The events after `since`, oldest first: at most `limit`, and never more bytes than one reply
 /// may carry. The first event is always included, however large, so a page always makes progress.
 /// `head`, if the caller read it, saves reading it again when the page is empty.
@@ -43,7 +49,9 @@ pub async fn events_after(
     limit: usize,
     head: Option<u64>,
 ) -> Result<Recovered, StoreError> {
-    let mut page = store.query(layout::events_after(room, since, limit)).await?;
+    let limit = limit.max(1);
+    let first_read = limit.min(FIRST_READ);
+    let mut page = store.query(layout::events_after(room, since, first_read)).await?;
     // Nothing after `since`: up to date, unless the events up to the head expired. The head is
     // read after the page, so an event committed in between would look like a hole: the page
     // is read again, and only a page still empty with the head past `since` means expired
@@ -56,39 +64,49 @@ pub async fn events_after(
         if head <= since {
             return Ok(Recovered::Page(EventPage { events: Vec::new(), more: false }));
         }
-        page = store.query(layout::events_after(room, since, limit)).await?;
+        page = store.query(layout::events_after(room, since, first_read)).await?;
         if page.items.is_empty() {
             return Ok(Recovered::Expired { oldest: head + 1 });
         }
     }
-    let mut more = page.more;
     let mut bytes = 0;
-    let mut events = Vec::with_capacity(page.items.len());
+    let mut events: Vec<Event> = Vec::new();
     let mut expected = since + 1;
-    let mut missing_before: Option<u64> = None;
-    for item in &page.items {
-        let event = layout::event_from_item(item)?.ok_or_else(|| StoreError::Malformed {
-            key: item.key.clone(),
-            reason: "not an event, in the events range".to_owned(),
-        })?;
-        if event.seq != expected {
-            missing_before = Some(event.seq);
+    loop {
+        let mut missing_before: Option<u64> = None;
+        for item in &page.items {
+            let event = layout::event_from_item(item)?.ok_or_else(|| StoreError::Malformed {
+                key: item.key.clone(),
+                reason: "not an event, in the events range".to_owned(),
+            })?;
+            if event.seq != expected {
+                missing_before = Some(event.seq);
+            }
+            expected = event.seq + 1;
+            if missing_before.is_some() {
+                continue;
+            }
+            // Exactly what the event adds to the reply, escaping included.
+            let size = serde_json::to_string(&event).map_or(0, |json| json.len()) + 1;
+            if !events.is_empty() && bytes + size > PAGE_BYTES {
+                return Ok(Recovered::Page(EventPage { events, more: true }));
+            }
+            bytes += size;
+            events.push(event);
         }
-        expected = event.seq + 1;
-        if missing_before.is_some() {
-            continue;
+        if let Some(oldest) = missing_before {
+            return Ok(Recovered::Expired { oldest });
         }
-        // Exactly what the event adds to the reply, escaping included.
-        let size = serde_json::to_string(&event).map_or(0, |json| json.len()) + 1;
-        if !events.is_empty() && bytes + size > PAGE_BYTES {
-            more = true;
-            break;
+        if !page.more || events.len() >= limit {
+            return Ok(Recovered::Page(EventPage { events, more: page.more }));
         }
-        bytes += size;
-        events.push(event);
+        // As many more as the bytes left would hold at the average size so far, and one over
+        // (to learn whether the reply is full).
+        let average = (bytes / events.len()).max(1);
+        let read = (limit - events.len()).min(PAGE_BYTES.saturating_sub(bytes) / average + 1);
+        page = store.query(layout::events_after(room, expected - 1, read)).await?;
+        if page.items.is_empty() {
+            return Ok(Recovered::Page(EventPage { events, more: false }));
+        }
     }
-    if let Some(oldest) = missing_before {
-        return Ok(Recovered::Expired { oldest });
-    }
-    Ok(Recovered::Page(EventPage { events, more }))
 }

@@ -341,6 +341,10 @@ pub enum StoreError {
     /// The store could not be reached or failed; the write may or may not have happened.
     #[error("store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store has no room left (a full disk, or the runner's `--max-store-mb`): the write was
+    /// not applied, and none will be until space is freed. Reads still work.
+    #[error("the store is full: writes are refused until space is freed")]
+    Full,
     /// A stored item does not have the shape LiveSync writes.
     #[error("stored item {key:?} is malformed: {reason}")]
     Malformed { key: Key, reason: String },

@@ -34,13 +34,12 @@ pub enum HandlerError {
     Engine(#[from] EngineError),
 }
 
-/// `$connect`. An error refuses the connection (API Gateway answers the upgrade with 500).
-pub async fn connect(
-    engine: &Engine,
-    event: ApiGatewayWebsocketProxyRequest,
-) -> Result<ApiGatewayProxyResponse, HandlerError> {
+/// `$connect`: the authorizer has already decided; nothing is stored. A connection's items are
+/// written when it first joins a room (or is rate limited), so a connection costs no write, and
+/// a store that refuses writes (a full disk) still lets clients connect and read. An error
+/// refuses the connection (API Gateway answers the upgrade with 500).
+pub fn connect(event: ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, HandlerError> {
     let connection = connection_id(&event)?;
-    engine.connect(connection).await?;
     tracing::info!(connection, source_ip = event.request_context.identity.source_ip.as_deref(), "connect");
     Ok(response(None))
 }

@@ -36,19 +36,19 @@ async fn connection_items(engine: &Engine) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_records_the_connection_from_a_real_connect_event() {
+async fn connect_accepts_a_real_connect_event_and_stores_nothing() {
     let (engine, _dir) = engine();
 
-    let response = livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
+    let response = livesync_handlers::connect(fixture("connect")).unwrap();
 
     assert_eq!(response.status_code, 200);
-    assert_eq!(connection_items(&engine).await, vec!["META"]);
+    assert!(connection_items(&engine).await.is_empty(), "a connection costs no write until it joins");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_then_publish_reply_in_the_body_with_the_ref_echoed() {
     let (engine, _dir) = engine();
-    livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
+    livesync_handlers::connect(fixture("connect")).unwrap();
 
     let joined = reply(&livesync_handlers::message(&engine, fixture("join")).await.unwrap());
     assert_eq!(joined, json!({"type": "joined", "room": "lobby", "seq": 0, "events": [], "more": false, "ref": "j1"}));
@@ -87,9 +87,9 @@ async fn a_binary_frame_is_refused_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_forgets_the_connection_and_its_rooms() {
     let (engine, _dir) = engine();
-    livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
+    livesync_handlers::connect(fixture("connect")).unwrap();
     livesync_handlers::message(&engine, fixture("join")).await.unwrap();
-    assert_eq!(connection_items(&engine).await, vec!["META", "SUB#lobby"]);
+    assert_eq!(connection_items(&engine).await, vec!["SUB#lobby"]);
 
     livesync_handlers::disconnect(&engine, fixture("disconnect")).await.unwrap();
 
@@ -112,7 +112,7 @@ async fn an_event_without_a_connection_id_is_an_error_not_a_guess() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_written_through_its_route_replies_with_its_version_and_refuses_a_second_creation() {
     let (engine, _dir) = engine();
-    livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
+    livesync_handlers::connect(fixture("connect")).unwrap();
 
     let created = reply(&livesync_handlers::message(&engine, fixture("doc-put")).await.unwrap());
     assert_eq!(
@@ -136,7 +136,7 @@ async fn a_document_written_through_its_route_replies_with_its_version_and_refus
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_through_its_route_is_applied_once_however_often_it_arrives() {
     let (engine, _dir) = engine();
-    livesync_handlers::connect(&engine, fixture("connect")).await.unwrap();
+    livesync_handlers::connect(fixture("connect")).unwrap();
     let set = r#"{"action":"stock.set","room":"shop","sku":"tee-m","level":3}"#;
     engine.handle(&livesync_core::access::Caller::anonymous(CONNECTION), CONNECTION, "setup", set).await;
 

@@ -164,7 +164,8 @@ pub fn job_settings() -> JobSettings {
 pub async fn jobs(config: &Config) -> Jobs {
     let sdk = livesync_dynamodb::sdk_config().await;
     let store = Arc::new(DynamoStore::new(&sdk, &config.table));
-    let jobs = Jobs::new(store, Arc::new(SystemClock), job_settings())
+    let settings = JobSettings { event_retention: config.retention, ..job_settings() };
+    let jobs = Jobs::new(store, Arc::new(SystemClock), settings)
         .with_backups(Arc::new(DynamoBackups::new(&sdk, &config.table)));
     match std::env::var("REPORT_BUS_NAME").ok().filter(|bus| !bus.is_empty()) {
         Some(bus) => jobs.with_publisher(Arc::new(EventBridgePublisher::new(&sdk, bus))),

@@ -20,6 +20,11 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 /// How often the stream is described again to find new shards.
 const DESCRIBE_EVERY: Duration = Duration::from_secs(5);
 
+/// Reads failing for this long (every shard, every try) count as a stalled feed: it is logged
+/// as an error and restarted (the stream described again, every iterator taken afresh after
+/// its shard's last record).
+const STALLED_AFTER: Duration = Duration::from_secs(60);
+
 fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> StoreError {
     StoreError::Unavailable(Box::new(error))
 }
@@ -44,8 +49,12 @@ pub struct StreamFeed {
     known: HashSet<String>,
     /// Shards read to their end: their children may start.
     finished: HashSet<String>,
+    /// Shards the stream describes as closed (with an ending sequence number).
+    closed: HashSet<String>,
     described_at: Instant,
     pending: VecDeque<Change>,
+    /// Since when every read has failed; `None` while reads succeed.
+    failing_since: Option<Instant>,
 }
 
 impl StreamFeed {
@@ -67,8 +76,10 @@ impl StreamFeed {
             shards: Vec::new(),
             known: HashSet::new(),
             finished: HashSet::new(),
+            closed: HashSet::new(),
             described_at: Instant::now(),
             pending: VecDeque::new(),
+            failing_since: None,
         };
         // Now: the open shards from their latest record; closed ones are history.
         for shard in feed.describe().await? {
@@ -116,6 +127,7 @@ impl StreamFeed {
             }
         }
         self.described_at = Instant::now();
+        self.closed.extend(shards.iter().filter(|s| is_closed(s)).filter_map(|s| s.shard_id().map(str::to_owned)));
         Ok(shards)
     }
 
@@ -144,18 +156,65 @@ impl StreamFeed {
                 continue;
             }
             match self.read_shard(index, limit).await {
-                Ok(true) => {
+                Ok(true) if self.is_described_closed(index).await => {
+                    self.failing_since = None;
                     let done = self.shards.remove(index);
                     self.finished.insert(done.id);
                 }
-                Ok(false) => index += 1,
+                Ok(true) => {
+                    // The end of a chain, yet the stream says the shard is open: records may
+                    // still come. Read on with a fresh iterator after the last record.
+                    tracing::warn!(
+                        shard = self.shards[index].id,
+                        "no next iterator for a shard still open; reading on"
+                    );
+                    self.shards[index].iterator = None;
+                    index += 1;
+                }
+                Ok(false) => {
+                    self.failing_since = None;
+                    index += 1;
+                }
                 Err(error) => {
+                    self.failing_since.get_or_insert_with(Instant::now);
                     tracing::warn!(shard = self.shards[index].id, %error, "stream read failed; resuming after the last record");
                     self.shards[index].iterator = None;
                     index += 1;
                 }
             }
         }
+    }
+
+    /// Whether the stream describes the shard as closed: described again if it was not, the
+    /// last time (it may have closed since).
+    async fn is_described_closed(&mut self, index: usize) -> bool {
+        if !self.closed.contains(&self.shards[index].id)
+            && let Err(error) = self.describe().await
+        {
+            tracing::warn!(%error, "describing the stream failed; trying again later");
+        }
+        self.closed.contains(&self.shards[index].id)
+    }
+
+    /// Logs a feed whose reads have all failed for [`STALLED_AFTER`], and starts it again from
+    /// the last record of each shard.
+    async fn restart_if_stalled(&mut self) {
+        let Some(since) = self.failing_since else { return };
+        if since.elapsed() < STALLED_AFTER {
+            return;
+        }
+        tracing::error!(
+            failing_for_secs = since.elapsed().as_secs(),
+            shards = self.shards.len(),
+            "the stream feed has made no progress; restarting it after the last records read"
+        );
+        for shard in &mut self.shards {
+            shard.iterator = None;
+        }
+        if let Err(error) = self.discover().await {
+            tracing::warn!(%error, "describing the stream failed; trying again later");
+        }
+        self.failing_since = Some(Instant::now());
     }
 
     /// Reads one batch of a shard; `true` once the shard is closed and read to its end.
@@ -234,6 +293,7 @@ impl ChangeFeed for StreamFeed {
             }
             if self.pending.is_empty() {
                 self.poll(max).await;
+                self.restart_if_stalled().await;
             }
             if !self.pending.is_empty() {
                 let take = self.pending.len().min(max);

@@ -68,11 +68,17 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// table's own endpoint, so with only `AWS_ENDPOINT_URL_DYNAMODB` set, the stream is read there
 /// too, rather than at AWS's. `AWS_ENDPOINT_URL_DYNAMODB_STREAMS` (or `AWS_ENDPOINT_URL`, read
 /// into `config`) still decides when set.
+/// The longest one stream call (DescribeStream, GetShardIterator, GetRecords) may take.
+const STREAM_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn streams_client(
     config: &aws_config::SdkConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> aws_sdk_dynamodbstreams::Client {
-    let builder = aws_sdk_dynamodbstreams::config::Builder::from(config);
+    // A stream call that hangs would hold the whole feed (the SDK sets no read timeout of its
+    // own): each attempt gets 10 s, then the feed logs it and reads on after its last record.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(STREAM_CALL_TIMEOUT).build();
+    let builder = aws_sdk_dynamodbstreams::config::Builder::from(config).timeout_config(timeouts);
     match (env("AWS_ENDPOINT_URL_DYNAMODB_STREAMS"), env("AWS_ENDPOINT_URL_DYNAMODB")) {
         (None, Some(table_endpoint)) => {
             aws_sdk_dynamodbstreams::Client::from_conf(builder.endpoint_url(table_endpoint).build())

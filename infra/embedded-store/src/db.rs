@@ -32,6 +32,10 @@ const SCHEMA: &str = "
 ";
 
 fn unavailable(error: rusqlite::Error) -> StoreError {
+    // SQLITE_FULL: the disk, or the database's page limit. SQLite has rolled the statement back.
+    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return StoreError::Full;
+    }
     StoreError::Unavailable(Box::new(error))
 }
 
@@ -54,6 +58,14 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
+/// Caps the database at about `max_bytes`: SQLite refuses (SQLITE_FULL) any write that would
+/// need a page past it. A database already larger keeps its size and takes no more pages.
+pub fn limit_size(connection: &Connection, max_bytes: u64) -> Result<(), StoreError> {
+    let page_size: u64 = connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(unavailable)?;
+    let pages = (max_bytes / page_size.max(1)).max(1);
+    connection.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(unavailable)
+}
+
 /// A second connection for reads only; opened after [`open`] has set up the file.
 pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -74,45 +86,73 @@ pub fn last_change(connection: &Connection) -> Result<i64, StoreError> {
 /// Runs a batch of jobs, each in its own savepoint, under one commit; then calls `committed`
 /// with the id of the last change, and only then answers the jobs. So by the time a writer hears
 /// its write succeeded, a change feed opened from then on already starts after it.
-pub fn run_batch(connection: &mut Connection, batch: Vec<Job>, committed: impl FnOnce(i64)) {
-    let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
-    let outcome = (|| {
-        let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
-        for job in batch {
-            let mut savepoint = tx.savepoint().map_err(unavailable)?;
-            let mut db = Db { sql: &savepoint, failed: false };
-            let answer = job(&mut db);
-            // A job that hit an SQL error leaves nothing behind; the others still commit.
-            if db.failed {
-                savepoint.rollback().map_err(unavailable)?;
+pub fn run_batch(connection: &mut Connection, batch: Vec<Job>, mut committed: impl FnMut(i64)) {
+    let mut jobs = batch.into_iter().peekable();
+    while jobs.peek().is_some() {
+        let mut answers: Vec<Answer> = Vec::new();
+        let outcome = run_until_aborted(connection, &mut jobs, &mut answers);
+        let ran = answers.len();
+        match outcome {
+            Ok(last) => {
+                committed(last);
+                for answer in answers {
+                    answer(Ok(()));
+                }
             }
-            savepoint.commit().map_err(unavailable)?;
-            answers.push(answer);
-        }
-        let last = last_change(&tx)?;
-        tx.commit().map_err(unavailable)?;
-        Ok::<_, StoreError>(last)
-    })();
-    match outcome {
-        Ok(last) => {
-            committed(last);
-            for answer in answers {
-                answer(Ok(()));
-            }
-        }
-        Err(error) => {
-            tracing::error!(%error, "store commit failed");
-            for answer in answers {
-                answer(Err(&error));
+            Err(error) => {
+                tracing::error!(error = %livesync_core::engine::Chain(&error), jobs = ran, "store commit failed");
+                for answer in answers {
+                    answer(Err(&error));
+                }
+                // Not even begun: the rest would fail the same way (their callers hear that
+                // the store did not answer).
+                if ran == 0 {
+                    return;
+                }
             }
         }
     }
+}
+
+/// Runs jobs in one transaction until they run out, or until SQLite rolls the transaction back
+/// by itself, as it may on a full disk: every job of it so far is undone (and answered so), and
+/// the rest go on in a new transaction.
+fn run_until_aborted(
+    connection: &mut Connection,
+    jobs: &mut impl Iterator<Item = Job>,
+    answers: &mut Vec<Answer>,
+) -> Result<i64, StoreError> {
+    let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+    for job in jobs.by_ref() {
+        let mut savepoint = tx.savepoint().map_err(unavailable)?;
+        let mut db = Db { sql: &savepoint, failed: false, full: false };
+        let answer = job(&mut db);
+        let (failed, full) = (db.failed, db.full);
+        answers.push(answer);
+        // A job that hit an SQL error leaves nothing behind; the others still commit.
+        if failed {
+            if savepoint.is_autocommit() {
+                return Err(if full {
+                    StoreError::Full
+                } else {
+                    StoreError::Unavailable("SQLite rolled the transaction back".into())
+                });
+            }
+            savepoint.rollback().map_err(unavailable)?;
+        }
+        savepoint.commit().map_err(unavailable)?;
+    }
+    let last = last_change(&tx)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(last)
 }
 
 /// One job's view of the database, inside its savepoint.
 pub struct Db<'a> {
     sql: &'a Connection,
     failed: bool,
+    /// The failure was a full disk (or the size limit).
+    full: bool,
 }
 
 /// What one sweep removed.
@@ -147,13 +187,15 @@ fn prefix_end(prefix: &str) -> Option<String> {
 impl<'a> Db<'a> {
     /// Reads outside any job: each statement sees the latest committed state.
     pub fn reading(sql: &'a Connection) -> Self {
-        Db { sql, failed: false }
+        Db { sql, failed: false, full: false }
     }
 
     fn check<T>(&mut self, result: rusqlite::Result<T>) -> Result<T, StoreError> {
         result.map_err(|error| {
+            let error = unavailable(error);
             self.failed = true;
-            unavailable(error)
+            self.full |= matches!(error, StoreError::Full);
+            error
         })
     }
 
@@ -359,7 +401,16 @@ impl<'a> Db<'a> {
         for (pk, sk, attrs) in expired {
             let key = Key::new(pk, sk);
             let attrs = decode(&key, &attrs)?;
-            self.remove(Item { key, attrs })?;
+            let item = Item { key, attrs };
+            // An event leaving raises its room's head marker, as the fanout does when it sees the
+            // event: the fanout of a process killed before it ran never did, and without the
+            // marker a room whose events all expired would give their seqs again.
+            if let Ok(Some(event)) = livesync_core::layout::event_from_item(&item) {
+                let at_least =
+                    Condition::Below { attr: "seq".to_owned(), value: i64::try_from(event.seq).unwrap_or(i64::MAX) };
+                self.put(livesync_core::layout::head_marker(&event.room, event.seq), &at_least)?;
+            }
+            self.remove(item)?;
         }
         // Under the feeds lock, so a feed cannot register between reading the cursors and
         // choosing the bound. Never past `committed`: changes of the batch this sweep runs in

@@ -95,11 +95,14 @@ const GROUP_COMMIT_JOBS: usize = 256;
 pub struct Options {
     /// How often expired items and fully read change-log entries are removed.
     pub sweep_every: Duration,
+    /// The most the database may grow to; past it writes fail with [`StoreError::Full`], as on
+    /// a full disk, while reads go on. `None`: as large as the disk allows.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sweep_every: Duration::from_secs(60) }
+        Options { sweep_every: Duration::from_secs(60), max_bytes: None }
     }
 }
 
@@ -130,6 +133,9 @@ impl EmbeddedStore {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let path = data_dir.join(DATABASE_FILE);
         let connection = db::open(&path)?;
+        if let Some(max_bytes) = options.max_bytes {
+            db::limit_size(&connection, max_bytes)?;
+        }
         let last_change = db::last_change(&connection)?;
         let reader = db::open_reader(&path)?;
         let (reads, read_inbox) = mpsc::channel::<Read>();
@@ -172,6 +178,8 @@ impl EmbeddedStore {
             Box::new(move |commit: Result<(), &StoreError>| {
                 let outcome = match commit {
                     Ok(()) => result,
+                    // A full disk rolls the whole commit back: nothing of it was applied.
+                    Err(StoreError::Full) => Err(StoreError::Full),
                     Err(error) => Err(StoreError::Unavailable(format!("commit failed: {error}").into())),
                 };
                 let _ = reply.send(outcome);

@@ -101,8 +101,9 @@ async fn a_file_from_a_newer_schema_is_refused_rather_than_misread() {
 }
 
 /// Writes `count` events into `room` as if 8 days ago (past the 7-day retention), fans them
-/// out (which marks the room's head) and sweeps: the store then holds the room's head, no event.
-async fn a_room_expired_long_ago(dir: &std::path::Path, room: &str, count: u64) {
+/// out (which marks the room's head) if `fanned_out`, and sweeps: the store then holds the
+/// room's head, no event.
+async fn a_room_expired_long_ago(dir: &std::path::Path, room: &str, count: u64, fanned_out: bool) {
     use livesync_core::clock::ManualClock;
     use std::sync::Arc;
     let embedded = Arc::new(open(dir));
@@ -119,10 +120,13 @@ async fn a_room_expired_long_ago(dir: &std::path::Path, room: &str, count: u64) 
     while changes.len() < 2 * count as usize {
         changes.extend(tokio::time::timeout(Duration::from_secs(20), feed.next_batch(100)).await.unwrap().unwrap());
     }
-    let report = livesync_core::Fanout::new(store.clone(), Arc::new(livesync_core::store::conformance::NoConnections))
-        .deliver(&changes)
-        .await;
-    assert!(report.records_to_retry().is_empty());
+    if fanned_out {
+        let report =
+            livesync_core::Fanout::new(store.clone(), Arc::new(livesync_core::store::conformance::NoConnections))
+                .deliver(&changes)
+                .await;
+        assert!(report.records_to_retry().is_empty());
+    }
     let swept = embedded.sweep().await.unwrap();
     assert_eq!(swept.expired_items, 2 * count as usize, "each event and its idempotency record");
 }
@@ -131,7 +135,7 @@ async fn a_room_expired_long_ago(dir: &std::path::Path, room: &str, count: u64) 
 async fn events_past_their_retention_are_swept_and_a_reader_is_told_expired_while_seqs_go_on() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    a_room_expired_long_ago(dir.path(), "old", 3).await;
+    a_room_expired_long_ago(dir.path(), "old", 3, true).await;
     let store: Arc<dyn Store> = Arc::new(open(dir.path()));
     let engine = livesync_core::Engine::new(store, Arc::new(livesync_core::clock::SystemClock));
     let caller = livesync_core::access::Caller::anonymous("r");
@@ -148,4 +152,20 @@ async fn events_past_their_retention_are_swept_and_a_reader_is_told_expired_whil
     assert_eq!(ack["seq"], 4, "a new seq, and the expired id is free again: {ack}");
     let rejoined = ask(r#"{"action":"join","room":"old","since":3}"#).await;
     assert_eq!(rejoined["events"].as_array().unwrap().len(), 1, "{rejoined}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_whose_events_expired_before_any_fanout_saw_them_still_goes_on_from_its_last_seq() {
+    use std::sync::Arc;
+    // GIVEN events whose fanout never ran (the process was killed first), swept at expiry,
+    let dir = tempfile::tempdir().unwrap();
+    a_room_expired_long_ago(dir.path(), "crashed", 3, false).await;
+    let store: Arc<dyn Store> = Arc::new(open(dir.path()));
+    let engine = livesync_core::Engine::new(store, Arc::new(livesync_core::clock::SystemClock));
+    let caller = livesync_core::access::Caller::anonymous("w");
+    // WHEN the room is published to again,
+    let ack = engine.handle(&caller, "w", "q", r#"{"action":"publish","room":"crashed","data":"new"}"#).await;
+    // THEN it takes the seq after the expired ones, never one of theirs.
+    let ack: serde_json::Value = serde_json::from_str(&ack.to_json()).unwrap();
+    assert_eq!(ack["seq"], 4, "{ack}");
 }

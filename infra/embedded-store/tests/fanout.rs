@@ -61,7 +61,6 @@ async fn a_batch_reaches_every_subscriber_and_a_gone_connection_is_forgotten() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), Options::default()).unwrap());
     let engine = Engine::new(store.clone(), Arc::new(SystemClock));
     for connection in ["alive", "gone", "flaky"] {
-        engine.connect(connection).await.unwrap();
         ask(&engine, connection, "j", r#"{"action":"join","room":"r"}"#).await;
         ask(&engine, connection, "j2", r#"{"action":"join","room":"other"}"#).await;
     }

@@ -45,7 +45,7 @@ async fn open(data: &StoreArgs) -> Result<Arc<dyn Store>, CommandError> {
     }
     // A long sweep interval: this process's change feeds are not the runner's, and its sweep
     // must not prune changes the runner's fanout has yet to read.
-    let options = Options { sweep_every: Duration::from_secs(365 * 24 * 3600) };
+    let options = Options { sweep_every: Duration::from_secs(365 * 24 * 3600), ..Options::default() };
     Ok(open_store(data, options).await?)
 }
 

@@ -90,10 +90,10 @@ pub struct Config {
     /// Versions kept per document, and edits kept per text (template.yaml's HistoryVersions).
     #[arg(long, env = "LIVESYNC_HISTORY_VERSIONS", default_value_t = livesync_core::engine::HISTORY_VERSIONS)]
     pub history_versions: u64,
-    /// Days events and their idempotency records are kept (template.yaml's EventRetentionDays);
-    /// a client asking for older ones is told `expired`. At least 1.
-    #[arg(long, env = "LIVESYNC_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
-    pub retention_days: u64,
+    /// The most the embedded store may grow to, in MB. Past it (as on a full disk) writes are
+    /// refused with `unavailable` while connections, reads and pings go on. Default: the disk.
+    #[arg(long, env = "LIVESYNC_MAX_STORE_MB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_store_mb: Option<u64>,
     #[command(flatten)]
     pub auth: AuthConfig,
     #[command(flatten)]
@@ -132,9 +132,18 @@ pub struct StoreArgs {
     /// Directory of the embedded store; created if missing, kept across restarts.
     #[arg(long, env = "LIVESYNC_DATA_DIR", default_value = "./.livesync")]
     pub data_dir: PathBuf,
+    /// Days events and their idempotency records are kept (template.yaml's EventRetentionDays);
+    /// a client asking for older ones is told `expired`. At least 1.
+    #[arg(long, env = "LIVESYNC_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub retention_days: u64,
 }
 
 impl StoreArgs {
+    /// How long events are kept (`--retention-days`).
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_days * 86_400)
+    }
+
     /// Where the embedded store's backups go: `--backup-dir`, or the data directory's `backups`.
     pub fn backup_dir(&self, jobs: &JobsArgs) -> PathBuf {
         jobs.backup_dir.clone().unwrap_or_else(|| self.data_dir.join(livesync_embedded_store::backup::BACKUP_FOLDER))
@@ -282,7 +291,7 @@ pub enum StoreKind {
 impl Config {
     /// How long events are kept (`--retention-days`).
     pub fn retention(&self) -> Duration {
-        Duration::from_secs(self.retention_days * 86_400)
+        self.data.retention()
     }
 
     /// The defaults, with the given data directory and any free ports on loopback.
@@ -294,11 +303,12 @@ impl Config {
                 store: StoreKind::Embedded,
                 table: livesync_dynamodb::DEFAULT_TABLE.to_owned(),
                 create_tables: false,
+                retention_days: 7,
             },
             max_connection_secs: 7200,
             stage: "local".to_owned(),
             history_versions: livesync_core::engine::HISTORY_VERSIONS,
-            retention_days: 7,
+            max_store_mb: None,
             auth: AuthConfig::default(),
             // Tests write far faster than a person: a bucket no test meets unless it asks to.
             limits: Limits { write_rate: 1_000_000.0, write_burst: 1_000_000, ..Limits::default() },
@@ -375,7 +385,9 @@ impl Runner {
         // Under the lock, the embedded store's connections are all of a process that is gone.
         let (store, previous_connections) = match config.data.store {
             StoreKind::Embedded => {
-                let embedded = EmbeddedStore::open(&config.data.data_dir, Options::default()).map_err(store_error)?;
+                let options =
+                    Options { max_bytes: config.max_store_mb.map(|mb| mb * 1024 * 1024), ..Options::default() };
+                let embedded = EmbeddedStore::open(&config.data.data_dir, options).map_err(store_error)?;
                 let previous = embedded.partitions(layout::CONNECTION_PARTITIONS).await.map_err(store_error)?;
                 let previous: Vec<String> =
                     previous.iter().filter_map(|pk| layout::connection_of(pk)).map(str::to_owned).collect();
@@ -584,7 +596,7 @@ async fn upgrade(
     };
     // As on API Gateway, `$connect` runs before the upgrade completes and can refuse it.
     let event = app.stage.connect_event(&peer, &headers, now);
-    match livesync_handlers::connect(&app.engine, event).await {
+    match livesync_handlers::connect(event) {
         Ok(response) if (200..300).contains(&response.status_code) => {}
         Ok(response) => {
             return StatusCode::from_u16(response.status_code as u16).unwrap_or(StatusCode::FORBIDDEN).into_response();
@@ -631,7 +643,7 @@ pub fn store_place(config: &StoreArgs) -> String {
 /// DynamoDB), and reports kept in the store and pushed to the `reports` room (publishing them to
 /// EventBridge is the deployed report function's part).
 pub async fn jobs(data: &StoreArgs, settings: &JobsArgs, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Jobs {
-    let jobs = Jobs::new(store, clock, settings.settings());
+    let jobs = Jobs::new(store, clock, JobSettings { event_retention: data.retention(), ..settings.settings() });
     match data.store {
         StoreKind::Embedded => {
             jobs.with_backups(Arc::new(LocalBackups::new(&data.data_dir, data.backup_dir(settings))))

@@ -101,6 +101,8 @@ pub struct JobSettings {
     /// How long a run holds its record before another invocation may take it over (a run that
     /// died); longer than any run takes (a Lambda runs 15 minutes at most).
     pub lease: Duration,
+    /// How long the events the jobs append (the report's push) are kept.
+    pub event_retention: Duration,
 }
 
 impl Default for JobSettings {
@@ -109,6 +111,7 @@ impl Default for JobSettings {
             backup_retention: Duration::from_secs(35 * 24 * 3600),
             low_stock_threshold: 5,
             lease: Duration::from_secs(15 * 60),
+            event_retention: crate::ordering::DEFAULT_RETENTION,
         }
     }
 }
@@ -242,7 +245,14 @@ impl Jobs {
                 let report =
                     report::compute(self.store.as_ref(), date, self.settings.low_stock_threshold, generated_at).await?;
                 report::store_report(self.store.as_ref(), &report).await?;
-                let seq = report::push(self.store.as_ref(), self.clock.as_ref(), &report, scheduled).await?;
+                let seq = report::push(
+                    self.store.as_ref(),
+                    self.clock.as_ref(),
+                    self.settings.event_retention,
+                    &report,
+                    scheduled,
+                )
+                .await?;
                 if let Some(publisher) = &self.publisher {
                     publisher.publish(&report.for_delivery()).await?;
                 }

@@ -190,7 +190,13 @@ pub async fn stored(store: &dyn Store, date: &str) -> Result<Option<DailyReport>
 
 /// Pushes the report to the `reports` room, once per `run` (a retry of the run is answered from
 /// the first push). Returns the event's seq.
-pub async fn push(store: &dyn Store, clock: &dyn Clock, report: &DailyReport, run: &str) -> Result<u64, JobError> {
+pub async fn push(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    retention: std::time::Duration,
+    report: &DailyReport,
+    run: &str,
+) -> Result<u64, JobError> {
     let json =
         serde_json::to_string(&report.for_delivery()).map_err(|e| StoreError::Invalid(format!("report: {e}")))?;
     let data = JsonData::from_json(json).map_err(|e| StoreError::Invalid(format!("report: {e}")))?;
@@ -205,7 +211,7 @@ pub async fn push(store: &dyn Store, clock: &dyn Clock, report: &DailyReport, ru
         now_ms: clock.now_ms(),
         steps: Vec::new(),
     };
-    match ordering::append(store, clock, &RoomHeads::default(), entry).await.map_err(JobError::from)? {
+    match ordering::append(store, clock, &RoomHeads::keeping(retention), entry).await.map_err(JobError::from)? {
         ordering::Appended::Stored(published) => Ok(published.seq),
         ordering::Appended::Refused(_) => {
             Err(StoreError::Invalid("a report push has no conditions, yet it was refused".to_owned()).into())

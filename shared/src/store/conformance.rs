@@ -751,7 +751,6 @@ pub async fn a_member_who_disconnects_leaves_presence_once(store: Arc<dyn Store>
     use serde_json::json;
     let (a, b) = (engine(&store), engine(&store));
     for (engine, connection, user) in [(&a, "c1", "ann"), (&b, "c2", "bob")] {
-        engine.connect(connection).await.unwrap();
         ask(engine, connection, "j", json!({"action": "join", "room": "r", "user": user})).await;
     }
     ask(&a, "c3", "j", json!({"action": "join", "room": "r"})).await;
@@ -1023,7 +1022,6 @@ pub async fn concurrent_writes_of_one_connection_or_user_take_exactly_the_burst(
     let rate = WriteRate { per_second: 1.0 / 60.0, burst: 4 };
     let limiters: Vec<Arc<StoreLimiter<dyn Store>>> =
         (0..3).map(|_| Arc::new(StoreLimiter::new(store.clone(), rate))).collect();
-    crate::membership::register(store.as_ref(), "c1", 1_000).await.unwrap();
     let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
     // Ten writes of one connection at once, through three hosts (API Gateway may run a
     // connection's frames on several Lambda instances).

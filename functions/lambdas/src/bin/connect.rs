@@ -1,4 +1,4 @@
-//! The `$connect` Lambda.
+//! The `$connect` Lambda: the authorizer has decided; this only logs the connection.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
@@ -6,10 +6,8 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = livesync_lambdas::Config::from_env();
-    let engine = &livesync_lambdas::engine(&config).await;
-    run(service_fn(move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-        livesync_handlers::connect(engine, event.payload).await.map_err(Error::from)
+    run(service_fn(|event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
+        livesync_handlers::connect(event.payload).map_err(Error::from)
     }))
     .await
 }
