@@ -205,7 +205,7 @@ async fn the_cost_table() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     // 1000 subscribers are left out: moto takes minutes per row there (the posts, which
     // dominate, grow as subscribers / batch; the table's requests do not grow with them).
-    for subscribers in [1u64, 10, 100] {
+    for subscribers in [1u64, 10, 100, 1000] {
         for batch in [1u64, 10, 100] {
             let m = measure(subscribers, batch, 100, true).await;
             let per = |n: f64| n / m.events as f64;
