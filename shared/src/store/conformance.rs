@@ -54,6 +54,7 @@ macro_rules! store_conformance_tests {
             an_engine_far_behind_the_head_still_takes_the_next_seq,
             the_same_client_id_through_two_engines_is_one_event,
             a_publish_whose_answer_was_lost_and_retried_is_stored_once,
+            publishes_queued_in_one_process_are_written_in_groups_in_order_and_once,
             a_stale_version_in_a_transaction_fails_that_step_and_writes_nothing,
             sixteen_buyers_of_ten_units_sell_exactly_ten_and_retries_sell_once,
             concurrent_increments_all_count,
@@ -556,6 +557,85 @@ pub async fn a_publish_whose_answer_was_lost_and_retried_is_stored_once(store: A
     assert_eq!(acked_seq(publisher.handle(&Caller::anonymous("c1"), "c1", "req-2", body).await), 2);
     let page = store.query(crate::layout::events_after("lost", 0, 10)).await.unwrap();
     assert_eq!(page.items.len(), 2, "each publish stored exactly once");
+}
+
+/// A store that counts the writes it is asked for.
+struct CountedWrites(Arc<dyn Store>, std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl Store for CountedWrites {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn put(&self, item: Item, condition: Condition) -> Result<Write, StoreError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.put(item, condition).await
+    }
+    async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Write, StoreError> {
+        self.0.update(key, update, condition).await
+    }
+    async fn delete(&self, key: &Key, condition: Condition) -> Result<Write, StoreError> {
+        self.0.delete(key, condition).await
+    }
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<Transaction, StoreError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.transact(ops).await
+    }
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        self.0.query(query).await
+    }
+    async fn change_feed(&self) -> Result<Box<dyn ChangeFeed>, StoreError> {
+        self.0.change_feed().await
+    }
+}
+
+pub async fn publishes_queued_in_one_process_are_written_in_groups_in_order_and_once(store: Arc<dyn Store>) {
+    use serde_json::json;
+    // GIVEN one process (engine) over a store that counts its writes, and an id already used,
+    let counted = Arc::new(CountedWrites(store.clone(), std::sync::atomic::AtomicUsize::new(0)));
+    let process = engine(&(counted.clone() as Arc<dyn Store>));
+    let first =
+        ask(&process, "c0", "q-first", json!({"action": "publish", "room": "g", "id": "dup", "data": "first"})).await;
+    assert_eq!(first["seq"], 1, "{first}");
+    // WHEN 60 publishes arrive at once (two of them repeats of that id, two copies of a new
+    // id, half of the others with ids of their own),
+    let publishes = (0..60).map(|n| {
+        let body = match n {
+            0 | 30 => json!({"action": "publish", "room": "g", "id": "dup", "data": "first"}),
+            11 | 41 => json!({"action": "publish", "room": "g", "id": "twin", "data": "twin"}),
+            n if n % 2 == 0 => json!({"action": "publish", "room": "g", "id": format!("id-{n}"), "data": n}),
+            n => json!({"action": "publish", "room": "g", "data": n}),
+        };
+        let process = &process;
+        async move { ask(process, &format!("c{}", n % 7), &format!("q{n}"), body).await }
+    });
+    let writes_before = counted.1.load(std::sync::atomic::Ordering::Relaxed);
+    let acks = futures_util::future::join_all(publishes).await;
+    let writes = counted.1.load(std::sync::atomic::Ordering::Relaxed) - writes_before;
+    // THEN the repeats get the original seq, the twins one seq, the others every other seq
+    // from 2 to 58 once,
+    let mut seqs: Vec<u64> = acks.iter().map(|ack| ack["seq"].as_u64().expect("an ack")).collect();
+    assert_eq!((seqs[0], seqs[30]), (1, 1), "repeats answered with the original seq");
+    assert_eq!(seqs[11], seqs[41], "copies of one id sent at once are one event");
+    for n in [41, 30, 0] {
+        seqs.remove(n);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..=58).collect::<Vec<u64>>());
+    // the log holds each publish once, in seq order, each acked seq holding its own data,
+    let log = room_log(&store, "g").await;
+    assert_eq!(log.len(), 58);
+    for (n, ack) in acks.iter().enumerate() {
+        let event = &log[ack["seq"].as_u64().unwrap() as usize - 1];
+        let data = match n {
+            0 | 30 => json!("first"),
+            11 | 41 => json!("twin"),
+            n => json!(n),
+        };
+        assert_eq!(event["data"], data, "{ack}");
+    }
+    // and they were written in groups: far fewer writes than publishes.
+    assert!(writes <= 10, "{writes} writes for 60 publishes");
 }
 
 pub async fn a_stale_version_in_a_transaction_fails_that_step_and_writes_nothing(store: Arc<dyn Store>) {

@@ -12,6 +12,7 @@
 //! Figures are printed, never asserted: speed belongs here, not in the tests. `--tiny` runs each
 //! workload at a tiny size, as CI does to keep them working.
 
+mod floor;
 mod measure;
 mod server;
 mod workloads;
@@ -48,6 +49,9 @@ struct Args {
     /// Serve instead of benchmarking (used by the benchmark itself).
     #[arg(long, hide = true)]
     serve: Option<std::path::PathBuf>,
+    /// Serve the floor instead (used by the benchmark itself).
+    #[arg(long, hide = true)]
+    serve_floor: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -56,6 +60,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(data_dir) = args.serve {
         return runtime.block_on(server::serve(data_dir));
     }
+    if args.serve_floor {
+        return runtime.block_on(floor::serve());
+    }
     runtime.block_on(bench(args))
 }
 
@@ -63,18 +70,20 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let size = if args.tiny { Size::Tiny } else { Size::Full };
     let workloads = if args.workloads.is_empty() { Workload::value_variants().to_vec() } else { args.workloads };
     let server = Server::start()?;
+    let floor = Server::start_floor()?;
     let machine = machine();
     println!("LiveSync benchmark: runner at {} (its own process; every event stored with fsync)", server.url);
+    println!("floor: a bare broadcast server at {} (nothing stored, no guarantees)", floor.url);
     println!("machine: {machine}");
     let mut results = serde_json::Map::new();
     for workload in workloads {
         let name = workload.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
         let figures = match workload {
             Workload::Ack => workloads::ack(&server, size).await,
-            Workload::Contended => workloads::contended(&server, size).await,
+            Workload::Contended => workloads::contended(&server, &floor, size).await,
             Workload::Pipelined => workloads::pipelined(&server, size).await,
             Workload::Rooms => workloads::rooms(&server, size).await,
-            Workload::Fanout => workloads::fanout(&server, size).await,
+            Workload::Fanout => workloads::fanout(&server, &floor, size).await,
             Workload::Idle => workloads::idle(&server, size).await,
             Workload::Burst => workloads::burst(&server, size).await,
             Workload::State => workloads::state(&server, size).await,

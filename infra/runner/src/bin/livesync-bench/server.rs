@@ -21,11 +21,22 @@ pub struct Server {
 }
 
 impl Server {
+    /// The runner, with a fresh data directory.
     pub fn start() -> Result<Server, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
+        let mut serve = std::ffi::OsString::from("--serve=");
+        serve.push(dir.path());
+        Self::spawn(&serve, dir)
+    }
+
+    /// The floor: a bare broadcast server (see `floor`).
+    pub fn start_floor() -> Result<Server, Box<dyn std::error::Error>> {
+        Self::spawn(std::ffi::OsStr::new("--serve-floor"), tempfile::tempdir()?)
+    }
+
+    fn spawn(mode: &std::ffi::OsStr, dir: tempfile::TempDir) -> Result<Server, Box<dyn std::error::Error>> {
         let mut child = Command::new(std::env::current_exe()?)
-            .arg("--serve")
-            .arg(dir.path())
+            .arg(mode)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -155,12 +155,24 @@ async fn contended_room(server: &Server, publishers: usize, subscriber_count: us
     })
 }
 
-pub async fn contended(server: &Server, size: Size) -> Value {
+/// Beside the floor's figures, the share of its deliveries the runner reached.
+fn against_floor(mut runner: Value, floor: Value) -> Value {
+    let share = runner["deliveries_per_s"].as_f64().unwrap_or(0.0) / floor["deliveries_per_s"].as_f64().unwrap_or(1.0);
+    println!("  the runner reached {share:.2}x the floor's deliveries/s");
+    runner["floor"] = floor;
+    runner["share_of_floor"] = json!(share);
+    runner
+}
+
+pub async fn contended(server: &Server, floor: &Server, size: Size) -> Value {
     let subscribers = size.pick(100, 5);
     let mut results = Vec::new();
     for publishers in [4, 16] {
         let each = size.pick(8000 / publishers as u64, 5);
-        results.push(contended_room(server, publishers, subscribers, each).await);
+        let runner = contended_room(server, publishers, subscribers, each).await;
+        print!("  floor: ");
+        let bare = contended_room(floor, publishers, subscribers, each).await;
+        results.push(against_floor(runner, bare));
     }
     json!(results)
 }
@@ -272,8 +284,15 @@ pub async fn rooms(server: &Server, size: Size) -> Value {
     })
 }
 
-/// One publisher keeping a few publishes in flight, to a large room.
-pub async fn fanout(server: &Server, size: Size) -> Value {
+/// One publisher keeping a few publishes in flight, to a large room; then the same on the floor.
+pub async fn fanout(server: &Server, floor: &Server, size: Size) -> Value {
+    let runner = fanout_room(server, size).await;
+    print!("  floor: ");
+    let bare = fanout_room(floor, size).await;
+    against_floor(runner, bare)
+}
+
+async fn fanout_room(server: &Server, size: Size) -> Value {
     let (subscriber_count, publishes, window) = size.pick((1000usize, 3000u64, 4u64), (10, 20, 4));
     let (sockets, head) = subscribers(server, "fanout", subscriber_count).await;
     let progress = Progress::start("fanout".to_owned(), publishes * subscriber_count as u64, "deliveries");
