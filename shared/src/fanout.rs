@@ -36,8 +36,11 @@ use std::time::Duration;
 /// Posts in flight at once, per room.
 pub const POST_CONCURRENCY: usize = 64;
 
-/// Rooms of one batch fanned out at once.
-pub const ROOM_CONCURRENCY: usize = 4;
+/// Rooms of one batch fanned out at once. Each room waits on its own reads and writes (its
+/// subscribers, the day's figures, its head marker): with many quiet rooms in a batch, those
+/// waits, not the posts, bound the fanout, so many rooms go at once (the embedded store commits
+/// their writes together). 4 at a time managed ~660 events/s over 100 rooms.
+pub const ROOM_CONCURRENCY: usize = 32;
 
 /// Subscribers read per store query.
 const SUBSCRIBER_PAGE: usize = 1000;
