@@ -157,24 +157,35 @@ pub async fn record(store: &dyn Store, now_ms: u64, changes: &[Change]) -> Resul
         }
     }
     let mut report = TallyReport::default();
-    for ((date, room), batch) in &rooms {
-        report.events += batch.events.len();
-        report.repeats += count_events(store, date, room, &batch.events).await?;
-        report.rooms_counted += 1;
-    }
-    for ((date, room, sku), sold) in &sales {
-        count_sales(store, date, room, sku, sold).await?;
-    }
-    for ((room, sku), level) in &levels {
-        keep_level(store, room, sku, level).await?;
-    }
+    // Each item is its own read-decide-write; they go at once, so a batch of many rooms waits
+    // for a few commits, not one per room.
+    let counted = all(rooms.iter().map(|((date, room), batch)| count_events(store, date, room, &batch.events))).await?;
+    report.events = rooms.values().map(|batch| batch.events.len()).sum();
+    report.repeats = counted.into_iter().sum();
+    report.rooms_counted = rooms.len();
+    all(sales.iter().map(|((date, room, sku), sold)| count_sales(store, date, room, sku, sold))).await?;
+    all(levels.iter().map(|((room, sku), level)| keep_level(store, room, sku, level))).await?;
     let today = utc_date(now_ms);
-    for room in &joined {
+    all(joined.iter().map(|room| async {
         let connections = count_connections(store, room).await?;
-        note_connections(store, &today, room, connections).await?;
-    }
+        note_connections(store, &today, room, connections).await
+    }))
+    .await?;
     Ok(report)
 }
+
+/// Runs the updates, up to [`AT_ONCE`] at a time; the first failure is the outcome.
+/// (Collected first: a stream mapping a borrowing closure is not provably `Send`.)
+async fn all<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+    updates: impl Iterator<Item = F>,
+) -> Result<Vec<T>, StoreError> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let updates: Vec<F> = updates.collect();
+    futures_util::stream::iter(updates).buffer_unordered(AT_ONCE).try_collect().await
+}
+
+/// Items of a batch updated at once.
+const AT_ONCE: usize = 32;
 
 /// Read-decide-write on one item, conditional on its `rev`, until it goes through or there is
 /// nothing to write. `decide` gets the stored item (if any) and returns the item to write.
