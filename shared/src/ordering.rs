@@ -357,7 +357,10 @@ async fn next_head(store: &dyn Store, room: &str, taken: u64, attempt: usize) ->
 }
 
 /// A plain append (no conditions of its own): queued behind the room's other plain appends of
-/// this process, and written with those queued beside it as one group.
+/// this process, and written with those queued beside it as one group, by whichever of them
+/// holds the room's turn. So a host must not drop an append before it is answered (the runner
+/// runs each frame in a task of its own; a Lambda invocation runs to its end): the group it may
+/// be writing holds others' publishes too.
 async fn append_queued(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -490,12 +493,11 @@ async fn write_group(
             })
         };
         let repeats: Vec<usize> = failed.iter().filter(|(_, record, _)| *record).map(|(i, _, _)| *i).collect();
-        let taken = failed
-            .iter()
-            .filter(|(i, record, current)| !*record && !own(*i, current))
-            .map(|(i, _, _)| known_head + 1 + *i as u64)
-            .max();
-        if repeats.is_empty() && taken.is_none() {
+        let stored: Vec<usize> =
+            failed.iter().filter(|(i, record, current)| !*record && own(*i, current)).map(|(i, _, _)| *i).collect();
+        // The highest seq known to exist now: one another process took, or one of ours.
+        let taken = failed.iter().filter(|(_, record, _)| !*record).map(|(i, _, _)| known_head + 1 + *i as u64).max();
+        if failed.is_empty() {
             let last = known_head + group.len() as u64;
             heads.observe(room, last, now_ms);
             for (i, waiting) in group.into_iter().enumerate() {
@@ -509,22 +511,33 @@ async fn write_group(
             }
             return;
         }
-        // Repeats are answered with their original seq and leave the group; the rest go again.
-        let mut repeats = repeats;
-        repeats.sort_unstable();
-        repeats.dedup();
-        for &i in repeats.iter().rev() {
-            let current = failed.iter().find(|(j, record, _)| *j == i && *record).and_then(|(_, _, c)| c.as_ref());
+        // Repeats are answered with their original seq, and publishes whose own event is there
+        // (stored by an attempt whose answer was lost) with that seq; both leave the group, and
+        // the rest go again (a cancelled transaction wrote none of them).
+        let mut leaving: Vec<usize> = repeats.iter().chain(&stored).copied().collect();
+        leaving.sort_unstable();
+        leaving.dedup();
+        for &i in leaving.iter().rev() {
             let waiting = group.remove(i);
-            let digest = waiting.client.as_ref().map_or("", |client| client.digest.as_str());
-            let outcome = match original(store, items[i].1.as_ref(), current).await {
-                Ok(original) => Ok(Published {
-                    seq: original.seq,
+            let outcome = if repeats.contains(&i) {
+                let current = failed.iter().find(|(j, record, _)| *j == i && *record).and_then(|(_, _, c)| c.as_ref());
+                let digest = waiting.client.as_ref().map_or("", |client| client.digest.as_str());
+                match original(store, items[i].1.as_ref(), current).await {
+                    Ok(original) => Ok(Published {
+                        seq: original.seq,
+                        id: waiting.event.id,
+                        repeat: true,
+                        other_request: !original.made_by(digest),
+                    }),
+                    Err(error) => Err(error.into()),
+                }
+            } else {
+                Ok(Published {
+                    seq: known_head + 1 + i as u64,
                     id: waiting.event.id,
-                    repeat: true,
-                    other_request: !original.made_by(digest),
-                }),
-                Err(error) => Err(error.into()),
+                    repeat: false,
+                    other_request: false,
+                })
             };
             let _ = waiting.outcome.send(outcome);
         }

@@ -397,21 +397,8 @@ impl<'a> Db<'a> {
                     .collect::<rusqlite::Result<Vec<_>>>()
                 }),
         )?;
-        let expired_items = expired.len();
-        for (pk, sk, attrs) in expired {
-            let key = Key::new(pk, sk);
-            let attrs = decode(&key, &attrs)?;
-            let item = Item { key, attrs };
-            // An event leaving raises its room's head marker, as the fanout does when it sees the
-            // event: the fanout of a process killed before it ran never did, and without the
-            // marker a room whose events all expired would give their seqs again.
-            if let Ok(Some(event)) = livesync_core::layout::event_from_item(&item) {
-                let at_least =
-                    Condition::Below { attr: "seq".to_owned(), value: i64::try_from(event.seq).unwrap_or(i64::MAX) };
-                self.put(livesync_core::layout::head_marker(&event.room, event.seq), &at_least)?;
-            }
-            self.remove(item)?;
-        }
+        // Freeing first (the read change log, then the expired items), writing last: a store at
+        // its size limit can then still sweep itself free.
         // Under the feeds lock, so a feed cannot register between reading the cursors and
         // choosing the bound. Never past `committed`: changes of the batch this sweep runs in
         // are not committed yet, and a feed opened now starts at `committed`.
@@ -426,6 +413,25 @@ impl<'a> Db<'a> {
         };
         let pruned = self.sql.execute("DELETE FROM changes WHERE id <= ?1", params![bound]);
         let pruned_changes = self.check(pruned)?;
+        let expired_items = expired.len();
+        let mut last_expired: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for (pk, sk, attrs) in expired {
+            let key = Key::new(pk, sk);
+            let attrs = decode(&key, &attrs)?;
+            let item = Item { key, attrs };
+            if let Ok(Some(event)) = livesync_core::layout::event_from_item(&item) {
+                let last = last_expired.entry(event.room).or_default();
+                *last = (*last).max(event.seq);
+            }
+            self.remove(item)?;
+        }
+        // An event leaving raises its room's head marker, as the fanout does when it sees the
+        // event: the fanout of a process killed before it ran never did, and without the marker
+        // a room whose events all expired would give their seqs again.
+        for (room, seq) in last_expired {
+            let at_least = Condition::Below { attr: "seq".to_owned(), value: i64::try_from(seq).unwrap_or(i64::MAX) };
+            self.put(livesync_core::layout::head_marker(&room, seq), &at_least)?;
+        }
         Ok(SweepReport { expired_items, pruned_changes })
     }
 }

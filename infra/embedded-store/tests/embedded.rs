@@ -169,3 +169,31 @@ async fn a_room_whose_events_expired_before_any_fanout_saw_them_still_goes_on_fr
     let ack: serde_json::Value = serde_json::from_str(&ack.to_json()).unwrap();
     assert_eq!(ack["seq"], 4, "{ack}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_full_of_expired_items_sweeps_itself_free_and_takes_writes_again() {
+    use livesync_core::store::StoreError;
+    // GIVEN a store capped at 512 KB, filled with items past their time,
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), Options { max_bytes: Some(512 * 1024), ..Options::default() }).unwrap();
+    let item = |n: usize, expires: i64| {
+        Item::new(Key::new(format!("X#{n}"), "x"))
+            .with("pad", Attr::S("x".repeat(4096)))
+            .with(TTL_ATTRIBUTE, Attr::N(expires))
+    };
+    let mut n = 0;
+    loop {
+        match store.put(item(n, now_secs() - 5), Condition::Always).await {
+            Ok(_) => n += 1,
+            Err(StoreError::Full) => break,
+            Err(other) => panic!("{other}"),
+        }
+        assert!(n < 1000, "512 KB never filled");
+    }
+    assert!(matches!(store.put(item(n, now_secs() + 3600), Condition::Always).await, Err(StoreError::Full)));
+    // WHEN the sweep runs,
+    let swept = store.sweep().await.unwrap();
+    // THEN it removed them, and a write goes through again.
+    assert_eq!(swept.expired_items, n);
+    assert!(store.put(item(n, now_secs() + 3600), Condition::Always).await.is_ok());
+}

@@ -147,7 +147,7 @@ async fn idle(app: &App, last_data_ms: &AtomicI64) {
 }
 
 async fn read_frames(
-    app: &App,
+    app: &Arc<App>,
     mut stream: SplitStream<WebSocket>,
     peer: &Peer,
     (replies, queue): (&mpsc::UnboundedSender<Frame>, &Queue),
@@ -185,13 +185,24 @@ async fn read_frames(
         };
         last_data_ms.store(now, Ordering::Relaxed);
         let event = app.stage.message_event(peer, body, binary, app.clock.now_ms() as i64);
-        let reply = match livesync_handlers::message(&app.engine, event).await {
-            Ok(response) => match response.body {
+        // Each frame is handled to its end in a task of its own, as a Lambda invocation is: the
+        // connection closing meanwhile must not cancel a write that other clients' publishes
+        // share (the room's group commit).
+        let handled = {
+            let app = app.clone();
+            tokio::spawn(async move { livesync_handlers::message(&app.engine, event).await })
+        };
+        let reply = match handled.await {
+            Ok(Ok(response)) => match response.body {
                 Some(aws_lambda_events::encodings::Body::Text(text)) => text,
                 _ => continue,
             },
-            Err(error) => {
+            Ok(Err(error)) => {
                 tracing::error!(connection = peer.connection_id, %error, "message handler failed");
+                ServerFrame::error(ErrorCode::Internal, "the server failed to handle this frame", None).to_json()
+            }
+            Err(error) => {
+                tracing::error!(connection = peer.connection_id, %error, "message handler panicked");
                 ServerFrame::error(ErrorCode::Internal, "the server failed to handle this frame", None).to_json()
             }
         };
