@@ -29,11 +29,6 @@ impl Size {
 /// 64 bytes of payload per event: a chat line.
 const PAD: &str = "0123456789012345678901234567890123456789012345678901234567890123";
 
-/// Subscribers that all got every event in order, of how many.
-fn complete(received: &[Received]) -> (usize, usize) {
-    (received.iter().filter(|r| r.in_order).count(), received.len())
-}
-
 async fn subscribers(server: &Server, room: &str, count: usize) -> (Vec<Socket>, u64) {
     let mut sockets = Vec::with_capacity(count);
     let mut head = 0;
@@ -45,12 +40,36 @@ async fn subscribers(server: &Server, room: &str, count: usize) -> (Vec<Socket>,
     (sockets, head)
 }
 
-async fn collect(handles: Vec<tokio::task::JoinHandle<Received>>) -> Vec<Received> {
-    let mut received = Vec::with_capacity(handles.len());
+/// What the subscribers of a workload received, together.
+struct Delivered {
+    /// Events received, summed over subscribers.
+    count: usize,
+    /// Subscribers that got every event once, in order.
+    in_order: usize,
+    subscribers: usize,
+    latency: Latency,
+    /// When the last event reached any subscriber.
+    last_at: Instant,
+}
+
+async fn delivered(handles: Vec<tokio::task::JoinHandle<Received>>) -> Delivered {
+    let subscribers = handles.len();
+    let (mut count, mut in_order, mut latencies) = (0, 0, Vec::new());
+    let mut last_at: Option<Instant> = None;
     for handle in handles {
-        received.push(handle.await.expect("receiver"));
+        let received = handle.await.expect("receiver");
+        count += received.latencies_us.len();
+        in_order += usize::from(received.in_order);
+        last_at = last_at.max(Some(received.last_at));
+        latencies.extend(received.latencies_us);
     }
-    received
+    Delivered {
+        count,
+        in_order,
+        subscribers,
+        latency: Latency::of(latencies),
+        last_at: last_at.unwrap_or_else(Instant::now),
+    }
 }
 
 /// One publisher waiting for each ack before the next publish: the latency a user feels. Not
@@ -132,14 +151,11 @@ async fn contended_room(server: &Server, publishers: usize, subscriber_count: us
     for writer in writers {
         acks.extend(writer.await.expect("publisher"));
     }
-    let received = collect(receivers).await;
+    let Delivered { count: deliveries, in_order: whole, subscribers: of, latency: delivery, last_at } =
+        delivered(receivers).await;
     drop(progress);
-    let last = received.iter().map(|r| r.last_at).max().unwrap_or_else(Instant::now);
-    let elapsed = last.duration_since(began).as_secs_f64();
+    let elapsed = last_at.duration_since(began).as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
-    let deliveries: usize = received.iter().map(|r| r.latencies_us.len()).sum();
-    let (whole, of) = complete(&received);
-    let delivery = Latency::of(received.into_iter().flat_map(|r| r.latencies_us).collect());
     let ack = Latency::of(acks);
     println!(
         "contended: {publishers} ack-paced publishers x {each} into one room of {subscriber_count}: {:.0} deliveries/s, {:.0} publishes/s; ack {ack}; delivery {delivery}; {whole} of {of} subscribers got every event in order; server CPU {:.0}%",
@@ -267,12 +283,10 @@ pub async fn rooms(server: &Server, size: Size) -> Value {
     for publisher in publishers {
         publisher.await.expect("publisher");
     }
-    let received = collect(receivers).await;
+    let Delivered { count: deliveries, in_order: whole, subscribers: of, latency: delivery, .. } =
+        delivered(receivers).await;
     drop(progress);
     let elapsed = began.elapsed().as_secs_f64();
-    let deliveries: usize = received.iter().map(|r| r.latencies_us.len()).sum();
-    let (whole, of) = complete(&received);
-    let delivery = Latency::of(received.into_iter().flat_map(|r| r.latencies_us).collect());
     println!(
         "rooms: {room_count} rooms x {per_room} subscribers at {rate} events/s each for {seconds} s: {:.0} deliveries/s; delivery {delivery}; {whole} of {of} subscribers got every event in order",
         deliveries as f64 / elapsed
@@ -312,14 +326,11 @@ async fn fanout_room(server: &Server, size: Size) -> Value {
         }
     }
     let publish_elapsed = began.elapsed().as_secs_f64();
-    let received = collect(receivers).await;
+    let Delivered { count: deliveries, in_order: whole, subscribers: of, latency: delivery, last_at } =
+        delivered(receivers).await;
     drop(progress);
-    let last = received.iter().map(|r| r.last_at).max().unwrap_or_else(Instant::now);
-    let elapsed = last.duration_since(began).as_secs_f64();
+    let elapsed = last_at.duration_since(began).as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
-    let deliveries: usize = received.iter().map(|r| r.latencies_us.len()).sum();
-    let (whole, of) = complete(&received);
-    let delivery = Latency::of(received.into_iter().flat_map(|r| r.latencies_us).collect());
     println!(
         "fanout: 1 publisher (window {window}) x {publishes} to {subscriber_count} subscribers: {:.0} publishes/s, {:.0} deliveries/s; delivery {delivery}; {whole} of {of} in order; server CPU {:.0}%",
         publishes as f64 / publish_elapsed,
@@ -417,7 +428,7 @@ pub async fn burst(server: &Server, size: Size) -> Value {
         acked.extend(task.await.expect("publisher"));
     }
     let published = acked.len() as u64;
-    let received = collect(receivers).await;
+    let Delivered { in_order: whole, subscribers: of, latency: delivery, .. } = delivered(receivers).await;
     sampling.abort();
     drop(progress);
     // What is stored: every event of the room, paged through with sync.
@@ -435,9 +446,6 @@ pub async fn burst(server: &Server, size: Size) -> Value {
         }
     }
     let lost = acked.iter().filter(|id| !stored.contains(*id)).count();
-    let (whole, of) = complete(&received);
-    let delivered: Vec<u32> = received.into_iter().flat_map(|r| r.latencies_us).collect();
-    let delivery = Latency::of(delivered);
     let peak_mib = peak_kib.load(Ordering::Relaxed) as f64 / 1024.0;
     println!(
         "burst: {steady}/s, then {peak}/s, then {steady}/s ({phase_secs} s each) into a room of {subscriber_count}: {published} acked, {lost} of them not stored; server resident {:.1} MiB before, {peak_mib:.1} MiB at most; delivery {delivery}; {whole} of {of} subscribers got every event in order",
