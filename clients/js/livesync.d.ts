@@ -25,6 +25,20 @@ export interface Options {
   requestTimeoutMs?: number;
   /** A WebSocket class, where there is no global one. */
   WebSocket?: typeof WebSocket;
+  /**
+   * `auto` (default): a WebSocket, or HTTP when `fallbackAfter` attempts in a row fail before
+   * one has ever opened. `websocket`: never HTTP. `http`: HTTP from the start.
+   * Over HTTP, rooms are read (Server-Sent Events or long polling) and published to; other
+   * actions are refused with code `unavailable`.
+   */
+  transport?: 'auto' | 'websocket' | 'http';
+  fallbackAfter?: number;
+  /** The HTTP API's base URL; default: the WebSocket URL with http(s) (the local runner). */
+  httpUrl?: string;
+  /** `sse` (the local runner) or `poll` (a deployed stack); default `sse` where EventSource exists. */
+  httpReader?: 'sse' | 'poll';
+  EventSource?: typeof EventSource;
+  fetch?: typeof fetch;
 }
 
 /** A refusal from the server. */
@@ -42,6 +56,8 @@ export function newId(prefix?: string): string;
 export class LiveSync extends EventTarget {
   constructor(url: string, options?: Options);
   readonly state: ConnectionState;
+  /** What carries the frames now; a `transport` event says when it becomes `http`. */
+  readonly transport: 'websocket' | 'http';
   readonly rooms: Map<string, Room>;
   /** Resolves once the connection is open the first time. */
   connect(): Promise<void>;
@@ -57,6 +73,7 @@ export class LiveSync extends EventTarget {
   stock(room: string): Stock;
   presence(room: string): Presence;
   addEventListener(type: 'state', listener: (event: CustomEvent<ConnectionState>) => void): void;
+  addEventListener(type: 'transport', listener: (event: CustomEvent<'http'>) => void): void;
 }
 
 export class Room extends EventTarget {

@@ -7,7 +7,10 @@
 // - the connection comes back by itself (exponential backoff with jitter), rejoins every room
 //   with `since` = the last seq seen, and sends again every request still unanswered, writes
 //   with the same `id`, so nothing is applied twice;
-// - a ping keeps the connection inside API Gateway's 10-minute idle timeout.
+// - a ping keeps the connection inside API Gateway's 10-minute idle timeout;
+// - where no WebSocket can be opened (a proxy that blocks them), it falls back to HTTP: rooms
+//   are read with Server-Sent Events (or long polling) and publishes are POSTed, with the same
+//   guarantees (the reads always resume after the last seq delivered, and writes keep their id).
 //
 // Helpers for shared state: `doc` (read-modify-write that rebases on a conflict), `text`
 // (operational transformation, ot.js's client), `stock`, `presence`.
@@ -50,7 +53,24 @@ const DEFAULTS = {
   // `timeout` (a frame the server could not even parse is answered without its `ref`).
   requestTimeoutMs: 30_000,
   WebSocket: undefined,
+  // 'auto': a WebSocket, or HTTP when `fallbackAfter` attempts in a row fail before one has
+  // ever opened. 'websocket': never HTTP. 'http': HTTP from the start.
+  transport: 'auto',
+  fallbackAfter: 2,
+  // The HTTP API's address (a deployed stack's HttpApiUrl); default: the WebSocket URL with
+  // http(s), which is right for the local runner.
+  httpUrl: undefined,
+  // How rooms are read over HTTP: 'sse' (an EventSource; the local runner serves it) or 'poll'
+  // (long polling; what a deployed stack serves). Default: 'sse' where there is an EventSource.
+  httpReader: undefined,
+  EventSource: undefined,
+  fetch: undefined,
 };
+
+// A long poll's wait, in seconds (the server's most).
+const POLL_WAIT_S = 25;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class LiveSync extends EventTarget {
   constructor(url, options = {}) {
@@ -58,7 +78,17 @@ export class LiveSync extends EventTarget {
     this.options = { ...DEFAULTS, ...options };
     this.url = url;
     this.WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
-    if (!this.WebSocketImpl) throw new Error('no WebSocket implementation: pass options.WebSocket');
+    if (!this.WebSocketImpl && this.options.transport !== 'http') throw new Error('no WebSocket implementation: pass options.WebSocket');
+    this.EventSourceImpl = this.options.EventSource ?? globalThis.EventSource;
+    this.fetchImpl = this.options.fetch ?? globalThis.fetch?.bind(globalThis);
+    this.httpUrl = (this.options.httpUrl ?? url.replace(/^ws/, 'http')).replace(/\/$/, '');
+    // 'websocket' | 'http': what carries the frames now.
+    this.transport = 'websocket';
+    // Attempts in a row that failed before a socket opened, and whether one ever did.
+    this.failedOpens = 0;
+    this.everOpened = false;
+    // Over HTTP: each room's reader (an EventSource or a long-poll loop).
+    this.readers = new Map();
     // 'connecting' | 'open' | 'reconnecting' | 'closed'
     this.state = 'closed';
     this.rooms = new Map();
@@ -90,6 +120,7 @@ export class LiveSync extends EventTarget {
     clearTimeout(this.timer);
     clearInterval(this.pinger);
     this.socket?.close(1000);
+    for (const room of [...this.readers.keys()]) this.#unfollow(room);
     for (const request of this.pending.values()) {
       clearTimeout(request.timer);
       request.reject(new LiveSyncError({ code: 'closed', message: 'the client was closed' }));
@@ -101,6 +132,11 @@ export class LiveSync extends EventTarget {
   // Cuts the socket as a network failure would (the client reconnects by itself).
   drop() {
     this.socket?.close(4000, 'dropped');
+    // Over HTTP, every reader is cut and starts again after the room's last seq.
+    for (const name of [...this.readers.keys()]) {
+      const room = this.rooms.get(name);
+      if (room) this.#follow(name, room.lastSeq ?? 0);
+    }
   }
 
   #setState(state) {
@@ -110,13 +146,14 @@ export class LiveSync extends EventTarget {
   }
 
   #open() {
+    if (this.options.transport === 'http') return this.#openHttp();
     this.#setState(this.attempt === 0 && this.state !== 'reconnecting' ? 'connecting' : 'reconnecting');
     const url = this.options.token ? `${this.url}${this.url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.options.token)}` : this.url;
     let socket;
     try {
       socket = new this.WebSocketImpl(url);
     } catch (error) {
-      this.#scheduleReconnect();
+      this.#failedToOpen();
       return;
     }
     this.socket = socket;
@@ -126,6 +163,8 @@ export class LiveSync extends EventTarget {
     socket.onopen = () => {
       clearTimeout(giveUp);
       this.attempt = 0;
+      this.failedOpens = 0;
+      this.everOpened = true;
       this.#setState('open');
       clearInterval(this.pinger);
       this.pinger = setInterval(() => this.request({ action: 'ping' }).catch(() => {}), this.options.pingIntervalMs);
@@ -148,11 +187,144 @@ export class LiveSync extends EventTarget {
   // The socket is gone (closed, failed, or given up): once per socket.
   #lost(socket) {
     if (this.socket !== socket) return;
+    const opened = this.state === 'open';
     this.socket = null;
     clearInterval(this.pinger);
     for (const request of this.pending.values()) request.sent = false;
     for (const room of this.rooms.values()) room._disconnected();
-    if (!this.closing) this.#scheduleReconnect();
+    if (this.closing) return;
+    if (opened) this.#scheduleReconnect();
+    else this.#failedToOpen();
+  }
+
+  // An attempt failed before its socket opened: try again, or, when WebSockets seem blocked
+  // (never once opened), go on over HTTP.
+  #failedToOpen() {
+    this.failedOpens += 1;
+    if (this.options.transport === 'auto' && !this.everOpened && this.failedOpens >= this.options.fallbackAfter) {
+      this.#openHttp();
+      return;
+    }
+    this.#scheduleReconnect();
+  }
+
+  // HTTP from now on: rooms rejoin (a read, then a reader each), unanswered requests go again.
+  #openHttp() {
+    if (!this.fetchImpl) throw new Error('no fetch implementation: pass options.fetch');
+    this.transport = 'http';
+    this.socket = null;
+    this.attempt = 0;
+    this.dispatchEvent(new CustomEvent('transport', { detail: 'http' }));
+    this.#setState('open');
+    for (const room of this.rooms.values()) room._rejoin();
+    for (const request of this.pending.values()) if (!request.sent) this.#transmit(request);
+  }
+
+  // One request over HTTP; resolves with the reply frame the WebSocket would have sent (an
+  // `error` frame included), rejects only when the server could not be reached.
+  async #overHttp(frame) {
+    const room = encodeURIComponent(frame.room ?? '');
+    switch (frame.action) {
+      case 'ping':
+        return { type: 'pong' };
+      case 'publish': {
+        const reply = await this.#fetch('POST', `/rooms/${room}/events`, frame.id === undefined ? { data: frame.data } : { id: frame.id, data: frame.data });
+        return reply.type === 'error' ? reply : { type: 'ack', ...reply };
+      }
+      case 'join':
+      case 'sync': {
+        const reply = await this.#fetch('GET', `/rooms/${room}/events?since=${frame.since ?? 0}`);
+        if (reply.type === 'error') return reply;
+        if (frame.action === 'sync') return { type: 'events', room: reply.room, events: reply.events, more: reply.more };
+        // A silent join (presence needs a WebSocket), read from where the reply leaves off:
+        // what the reader repeats is dropped by seq.
+        const fresh = frame.since === undefined;
+        this.#follow(frame.room, fresh ? reply.seq : frame.since);
+        return { type: 'joined', room: reply.room, seq: reply.seq, events: fresh ? [] : reply.events, more: fresh ? false : reply.more };
+      }
+      case 'leave':
+        this.#unfollow(frame.room);
+        return { type: 'left', room: frame.room };
+      default:
+        return { type: 'error', code: 'unavailable', message: `${frame.action} needs a WebSocket: over HTTP this client can publish and read rooms only` };
+    }
+  }
+
+  async #fetch(method, path, body) {
+    const headers = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    const response = await this.fetchImpl(`${this.httpUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    // Every answer of the server is JSON; anything else (a proxy's error page) is a failure to
+    // reach it, and is tried again.
+    return response.json();
+  }
+
+  // Reads `room` after `since` for as long as it is joined: an EventSource (which resumes
+  // with Last-Event-ID by itself) or a long-poll loop.
+  #follow(room, since) {
+    this.#unfollow(room);
+    const reader = { stopped: false, source: null };
+    this.readers.set(room, reader);
+    const path = `/rooms/${encodeURIComponent(room)}`;
+    const kind = this.options.httpReader ?? (this.EventSourceImpl ? 'sse' : 'poll');
+    // The events after `since` are gone: the room rejoins, and handles `expired` as it does.
+    const expired = () => { if (this.readers.get(room) === reader) this.rooms.get(room)?._rejoin(); };
+    if (kind === 'sse') {
+      const params = new URLSearchParams({ since: String(since) });
+      if (this.options.token) params.set('token', this.options.token);
+      const source = new this.EventSourceImpl(`${this.httpUrl}${path}/stream?${params}`);
+      reader.source = source;
+      source.addEventListener('event', (e) => {
+        try { this.#receive(JSON.parse(e.data)); } catch { /* not a frame: ignored, as on a socket */ }
+      });
+      // The server's own `error` event carries a frame; the EventSource's (a cut) has none,
+      // and it reconnects by itself.
+      source.addEventListener('error', (e) => {
+        if (!e.data) return;
+        source.close();
+        let frame;
+        try { frame = JSON.parse(e.data); } catch { return; }
+        if (frame.code === 'expired') expired();
+        else this.rooms.get(room)?.dispatchEvent(new CustomEvent('error', { detail: new LiveSyncError(frame) }));
+      });
+      return;
+    }
+    (async () => {
+      let after = since;
+      let failures = 0;
+      while (!reader.stopped) {
+        let page;
+        try {
+          page = await this.#fetch('GET', `${path}/events?since=${after}&wait=${POLL_WAIT_S}`);
+        } catch {
+          failures += 1;
+          await sleep(Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** failures));
+          continue;
+        }
+        if (reader.stopped) return;
+        if (page.type === 'error') {
+          if (page.code === 'expired') return expired();
+          this.rooms.get(room)?.dispatchEvent(new CustomEvent('error', { detail: new LiveSyncError(page) }));
+          if (page.code === 'forbidden' || page.code === 'unauthorized') return;
+          await sleep(this.options.maxBackoffMs);
+          continue;
+        }
+        failures = 0;
+        if (page.events.length > 0) {
+          this.#receive({ type: 'events', room, events: page.events });
+          after = page.events[page.events.length - 1].seq;
+        }
+      }
+    })();
+  }
+
+  #unfollow(room) {
+    const reader = this.readers.get(room);
+    if (!reader) return;
+    reader.stopped = true;
+    reader.source?.close();
+    this.readers.delete(room);
   }
 
   #scheduleReconnect() {
@@ -166,6 +338,20 @@ export class LiveSync extends EventTarget {
   }
 
   #transmit(request) {
+    if (this.transport === 'http') {
+      const ref = request.frame.ref;
+      request.sent = true;
+      this.#overHttp(request.frame).then(
+        (reply) => { if (this.pending.get(ref) === request) this.#receive({ ...reply, ref }); },
+        // The server could not be reached: the same request again later (a write keeps its id).
+        () => {
+          request.sent = false;
+          const wait = Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** Math.min(request.tries = (request.tries ?? 0) + 1, 10));
+          setTimeout(() => { if (this.pending.get(ref) === request && !this.closing) this.#transmit(request); }, wait);
+        },
+      );
+      return;
+    }
     if (this.socket && this.socket.readyState === 1) {
       this.socket.send(JSON.stringify(request.frame));
       request.sent = true;

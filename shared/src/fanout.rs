@@ -26,6 +26,7 @@ use crate::membership;
 use crate::ordering::{self, RoomHeads};
 use crate::poster::{Delivery, Frame, Poster};
 use crate::protocol::{Event, MAX_FRAME_BYTES, ServerFrame};
+use crate::reading::RoomWaiters;
 use crate::store::{Change, ChangeKind, Store, StoreError};
 use crate::tally;
 use futures_util::stream::{self, StreamExt};
@@ -235,6 +236,8 @@ pub struct Fanout {
     retry_window: Duration,
     heads: RoomHeads,
     counting: bool,
+    /// Readers without a socket (long polls, event streams) in this process, woken per room.
+    readers: Option<RoomWaiters>,
 }
 
 impl Fanout {
@@ -248,6 +251,7 @@ impl Fanout {
             retry_window: RETRY_WINDOW,
             heads: RoomHeads::default(),
             counting: false,
+            readers: None,
         }
     }
 
@@ -273,6 +277,13 @@ impl Fanout {
         self
     }
 
+    /// Also wakes these readers (HTTP long polls and event streams) of each room with events:
+    /// they are subscribers that read the store themselves.
+    pub fn waking(mut self, readers: RoomWaiters) -> Self {
+        self.readers = Some(readers);
+        self
+    }
+
     /// The waits before each new try of a failing post (an empty list: no retries).
     pub fn with_retry_delays(mut self, delays: Vec<Duration>) -> Self {
         self.retry_delays = delays;
@@ -288,6 +299,11 @@ impl Fanout {
             ..FanoutReport::default()
         };
         report.events = plan.rooms.iter().map(|room| room.events).sum();
+        if let Some(readers) = &self.readers {
+            for room in &plan.rooms {
+                readers.arrived(&room.room, room.last_seq);
+            }
+        }
         let retry_until = self.clock.now_ms() + self.retry_window.as_millis() as u64;
         // Collected first: a stream mapping a borrowing closure is not provably `Send`.
         let deliveries: Vec<_> = plan.rooms.iter().map(|room| self.deliver_room(room, retry_until)).collect();

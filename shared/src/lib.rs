@@ -18,6 +18,7 @@
 //! * [`stock`]: stock levels that never go below zero.
 //! * [`ordering`]: the next seq of a room, claimed by a conditional write; idempotent publish.
 //! * [`recovery`]: bounded pages of the events after a seq (`join`/`sync` with `since`).
+//! * [`reading`]: reading a room without a socket (HTTP long polling, Server-Sent Events).
 //! * [`membership`]: connections, subscriptions, presence; forgetting a gone connection.
 //! * [`fanout`]: change-feed batch -> per-room frames, encoded once -> every subscriber.
 //! * [`tally`]: the day's figures, counted from the change feed, for the end-of-day report.
@@ -31,6 +32,7 @@
 //!   implementation must pass.
 //! * [`poster::Poster`]: send a frame to a connection, or learn that it is gone; close one.
 //! * [`clock::Clock`]: the time.
+//! * [`reading::Arrivals`]: wake a reader waiting for a room's next event.
 //!
 //! With the `faults` feature, [`faults`] wraps a store and a poster to fail as real ones do
 //! (before applying, after applying with the answer lost, 410, throttled), for the simulation.
@@ -50,6 +52,7 @@ pub mod membership;
 pub mod ordering;
 pub mod poster;
 pub mod protocol;
+pub mod reading;
 pub mod recovery;
 pub mod state;
 pub mod stock;

@@ -243,6 +243,20 @@ impl ServerFrame {
         }
     }
 
+    /// `expired`: the events of `room` after `since` are no longer held; `oldest` is the first
+    /// seq that is.
+    pub fn expired(room: &str, since: u64, oldest: u64, reference: Option<Reference>) -> Self {
+        let message = format!(
+            "events of room {room:?} after seq {since} have expired (kept for the retention period); \
+             reload the room's state, then continue from seq {oldest}"
+        );
+        let mut frame = ServerFrame::error(ErrorCode::Expired, message, reference);
+        if let ServerFrame::Error { oldest: field, .. } = &mut frame {
+            *field = Some(oldest);
+        }
+        frame
+    }
+
     /// The frame as JSON text. Serialising these types cannot fail: every map key is a string.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("server frames always serialise")
@@ -265,6 +279,9 @@ pub enum ErrorCode {
     Conflict,
     /// A stock adjustment that would take the level below zero; the error's `level` says what is left.
     InsufficientStock,
+    /// No token, or one that is not valid (HTTP requests only: a WebSocket without one is
+    /// refused at the upgrade, with HTTP 401).
+    Unauthorized,
     /// The caller's token does not grant this room (read or write, as the action needs).
     Forbidden,
     /// The connection sent writes faster than its limit; the error's `retry_after_ms` says when

@@ -1,6 +1,7 @@
 //! Test support: a real runner on a free port with its own data directory, and a WebSocket
 //! client that speaks the protocol the way an application would.
 
+pub mod http;
 pub mod metered;
 
 use livesync_client::{Connection, Message};

@@ -115,3 +115,42 @@ test('two pages stay in sync, and a page that was cut off catches up in order', 
   await ann.screenshot({ path: join(artifacts, 'after-restart-ann.png'), fullPage: true });
   await bob.screenshot({ path: join(artifacts, 'after-restart-bob.png'), fullPage: true });
 });
+
+test('a page where WebSockets are blocked follows the room over Server-Sent Events, across a restart', async () => {
+  // A proxy that refuses WebSockets: every attempt fails.
+  const carol = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await carol.addInitScript(() => { window.WebSocket = class { constructor() { throw new Error('blocked by a proxy'); } }; });
+  carol.on('pageerror', (error) => { throw error; });
+  const http = runner.url.replace('ws://', 'http://');
+  await carol.goto(`${http}/?user=carol`);
+  await carol.waitForFunction(() => window.livesync !== undefined);
+  await carol.evaluate(() => window.livesync.ready);
+  assert.equal(await carol.textContent('#transport'), 'http');
+  assert.equal(await carol.evaluate(() => window.livesync.client.readers.get('lobby')?.source?.constructor.name), 'EventSource');
+
+  const dave = await open('dave');
+  const seqsOf = (page) => page.locator('#messages li').evaluateAll((items) => items.map((li) => Number(li.dataset.seq)));
+  const same = async () => {
+    const [theirs, ours] = [await texts(dave, '#messages li'), await texts(carol, '#messages li')];
+    return theirs.length > 0 && theirs.join('|') === ours.join('|') && (await seqsOf(dave)).join() === (await seqsOf(carol)).join();
+  };
+  await say(dave, 'dave, over a socket');
+  await say(carol, 'carol, over http');
+  // A backend's POST, as curl sends it.
+  const posted = await fetch(`${http}/rooms/lobby/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'backend-1', data: { user: 'backend', text: 'restocked' } }) });
+  assert.equal(posted.status, 200);
+  await until(same, 'the same messages on both pages');
+  const before = await texts(carol, '#messages li');
+  assert.deepEqual(before.slice(-3), ['davedave, over a socket', 'carolcarol, over http', 'backendrestocked']);
+
+  // The runner restarts; carol's EventSource reconnects with Last-Event-ID.
+  await runner.restart();
+  await until(async () => (await connection(dave)) === 'open', 'dave back after the restart');
+  await say(dave, 'after the restart');
+  await say(carol, 'still here over http');
+  await until(same, 'every message on both pages after the restart');
+  const seqs = await seqsOf(carol);
+  assert.deepEqual(seqs, [...new Set(seqs)].sort((a, b) => a - b), 'in seq order, none twice');
+  assert.deepEqual((await texts(carol, '#messages li')).slice(-2), ['daveafter the restart', 'carolstill here over http']);
+  await carol.screenshot({ path: join(artifacts, 'over-http-carol.png'), fullPage: true });
+});

@@ -16,6 +16,8 @@ client.addEventListener('state', (e) => {
   $('state').textContent = e.detail;
   $('state').dataset.state = e.detail;
 });
+// Where WebSockets are blocked the library goes on over HTTP: chat and events only.
+client.addEventListener('transport', (e) => { $('transport').textContent = e.detail; });
 $('drop').addEventListener('click', () => client.drop());
 
 // Each room's last seq, as the library tracks it.
@@ -141,6 +143,11 @@ reports.addEventListener('event', (e) => {
 const ready = (async () => {
   await client.connect();
   await Promise.all([lobby.joined, board.joined, notes.joined, shop.joined, reports.joined]);
+  if (client.transport === 'http') {
+    $('pad-note').textContent = 'Over HTTP (WebSockets are blocked here): everything on this page is live and the chat can be written to; votes, the text and the stock need a WebSocket to be changed.';
+    showSeqs();
+    return;
+  }
   await Promise.all([presence.load(), poll.get(), pad.load(), stock.load()]);
   area.value = pad.value;
   area.disabled = false;

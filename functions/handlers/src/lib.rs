@@ -7,7 +7,8 @@
 //! [`fanout`] is the stream function's handler: a DynamoDB stream batch in, frames posted,
 //! failed records out as `batchItemFailures`. [`authorizer`] is the `$connect` authorizer's:
 //! a token in, the caller's grants (or a 401) out. [`jobs`] is the backup and report functions':
-//! a scheduled invocation in, one run of the job (exactly once in effect) out.
+//! a scheduled invocation in, one run of the job (exactly once in effect) out. [`http`] is the
+//! HTTP API's: a publish with a POST, a read (or a long poll) with a GET.
 //!
 //! The `message` handler serves `$default` and every action route. Its response body is the
 //! direct reply: API Gateway sends it back on the connection when the route has a route
@@ -20,6 +21,7 @@ use livesync_core::protocol::{ErrorCode, ServerFrame};
 use livesync_core::{Engine, EngineError};
 
 pub mod authorizer;
+pub mod http;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;

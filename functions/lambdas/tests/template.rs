@@ -36,7 +36,7 @@ fn resources<'t>(template: &'t str, kind: &str) -> Vec<(&'t str, String)> {
 fn every_function_is_one_of_our_binaries_built_with_cargo_lambda() {
     let template = template();
     let functions = resources(&template, "AWS::Serverless::Function");
-    assert_eq!(functions.len(), 7, "{:?}", functions.iter().map(|f| f.0).collect::<Vec<_>>());
+    assert_eq!(functions.len(), 8, "{:?}", functions.iter().map(|f| f.0).collect::<Vec<_>>());
     let mut binaries: Vec<&str> = values_of(&template, "Binary");
     binaries.sort();
     let manifest = manifest();
@@ -156,4 +156,26 @@ fn the_fanout_and_the_table_have_alarms_for_every_silent_failure() {
     let functions = resources(&template, "AWS::Serverless::Function");
     let fanout = &functions.iter().find(|f| f.0 == "FanoutFunction").unwrap().1;
     assert!(fanout.contains("/DELETE/@connections/*"), "the fanout may close a connection that keeps failing");
+}
+
+#[test]
+fn the_http_api_routes_to_the_handlers_routes_and_a_long_poll_fits_its_timeout() {
+    use livesync_handlers::http::{PUBLISH_ROUTE, READ_ROUTE};
+    let template = template();
+    let function =
+        resources(&template, "AWS::Serverless::Function").into_iter().find(|f| f.0 == "HttpFunction").unwrap().1;
+    let events = function.split("Events:").nth(1).expect("HttpFunction has events");
+    let mut routes: Vec<String> = values_of(events, "Method")
+        .into_iter()
+        .zip(values_of(events, "Path"))
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect();
+    routes.sort();
+    let mut handled = vec![PUBLISH_ROUTE.to_owned(), READ_ROUTE.to_owned()];
+    handled.sort();
+    assert_eq!(routes, handled);
+    assert!(values_of(events, "PayloadFormatVersion").iter().all(|v| *v == "2.0"), "the handler reads 2.0 events");
+    // The longest wait, plus a read, fits the function's timeout, which fits API Gateway's 30 s.
+    let timeout: u64 = values_of(&function, "Timeout")[0].parse().unwrap();
+    assert!(livesync_core::reading::MAX_WAIT.as_secs() < timeout && timeout < 30, "timeout {timeout}");
 }

@@ -11,6 +11,8 @@
 //! * `management`: the connection management API (`/@connections/{id}`), for PostToConnection,
 //!   on its own address and checked with SigV4, as API Gateway checks it with IAM.
 //! * `serve`: the accept loop: handshake timeout, connection caps.
+//! * `http`: the HTTP API beside the WebSocket (publish with a POST, read or long-poll with a
+//!   GET, on the HTTP Lambda's handler) and Server-Sent Events.
 //! * `page`: the demo page at `/` (a GET that is not an upgrade), on the JS client library.
 //! * [`template`]: the schedules of `template.yaml`; `scheduler` fires them on the same job
 //!   handler the backup and report Lambdas run.
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod commands;
 pub mod connections;
 pub mod gateway;
+mod http;
 mod management;
 pub mod mapping;
 mod page;
@@ -36,7 +39,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use connections::Connections;
 use gateway::{Peer, Stage};
@@ -45,6 +48,7 @@ use livesync_core::engine::Chain;
 use livesync_core::jobs::{JobName, JobSettings, Jobs};
 use livesync_core::limits::{MemoryLimiter, WriteRate};
 use livesync_core::protocol::MAX_FRAME_BYTES as API_GATEWAY_FRAME_BYTES;
+use livesync_core::reading::RoomWaiters;
 use livesync_core::store::{Store, StoreError};
 use livesync_core::{Engine, Fanout, layout};
 use livesync_embedded_store::backup::LocalBackups;
@@ -265,6 +269,10 @@ pub struct Limits {
     /// Connections from one IP address in their handshake at once; more are refused.
     #[arg(long, env = "LIVESYNC_MAX_HANDSHAKES_PER_IP", default_value_t = 32)]
     pub max_handshakes_per_ip: usize,
+    /// Seconds of quiet after which an event stream (Server-Sent Events) gets a comment line,
+    /// so that proxies do not close it as idle.
+    #[arg(long, env = "LIVESYNC_STREAM_KEEPALIVE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_keepalive_secs: u64,
 }
 
 impl Default for Limits {
@@ -278,6 +286,7 @@ impl Default for Limits {
             handshake_timeout_secs: 10,
             max_connections: 20_000,
             max_handshakes_per_ip: 32,
+            stream_keepalive_secs: 15,
         }
     }
 }
@@ -348,6 +357,8 @@ pub(crate) struct App {
     pub(crate) engine: Engine,
     pub(crate) authorizer: Keyring,
     pub(crate) connections: Arc<Connections>,
+    /// HTTP long polls and event streams waiting for their rooms, woken by the fanout.
+    pub(crate) readers: RoomWaiters,
     pub(crate) stage: Stage,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: Limits,
@@ -427,6 +438,7 @@ impl Runner {
         let connections = Arc::new(Connections::new(config.limits.send_queue_bytes, config.limits.send_budget_bytes));
         let (stop, stopping) = watch::channel(false);
         let rate = WriteRate { per_second: config.limits.write_rate, burst: config.limits.write_burst };
+        let readers = RoomWaiters::default();
         let app = Arc::new(App {
             // Each connection lives on one socket of this process: its bucket can live here too.
             engine: Engine::new(store.clone(), clock.clone())
@@ -435,6 +447,7 @@ impl Runner {
                 .with_limiter(Arc::new(MemoryLimiter::new(rate))),
             authorizer,
             connections: connections.clone(),
+            readers: readers.clone(),
             stage: Stage {
                 api_id: "local".to_owned(),
                 stage: config.stage.clone(),
@@ -466,7 +479,8 @@ impl Runner {
         let scheduler_task = tokio::spawn(
             scheduler::Scheduler::new(schedules, jobs, schedule_clock, config.jobs.job_retries).run(stopping.clone()),
         );
-        let fanout = Fanout::new(store, connections.clone()).with_retention(config.retention()).counting();
+        let fanout =
+            Fanout::new(store, connections.clone()).with_retention(config.retention()).counting().waking(readers);
         let open_sockets = connections.clone();
         let fanout_task = tokio::spawn(mapping::run(feed, fanout, stopping.clone()));
 
@@ -478,7 +492,12 @@ impl Runner {
             serve::Admission::management(config.limits.handshake_timeout_secs),
             stopping.clone(),
         ));
-        let router = Router::new().route("/", get(upgrade)).route("/{file}", get(page::asset)).with_state(app.clone());
+        let router = Router::new()
+            .route("/", get(upgrade))
+            .route("/{file}", get(page::asset))
+            .route("/rooms/{room}/events", any(http::events))
+            .route("/rooms/{room}/stream", get(http::stream))
+            .with_state(app.clone());
         let admission = serve::Admission::new(&config.limits, connections.clone());
         let client_stopping = stopping.clone();
         let task = tokio::spawn(async move {

@@ -55,15 +55,7 @@ impl Context<'_> {
 
     /// `expired`: events after `since` are no longer held; `oldest` is the first seq that is.
     pub fn expired(&self, room: &str, since: u64, oldest: u64) -> ServerFrame {
-        let message = format!(
-            "events of room {room:?} after seq {since} have expired (kept for the retention period); \
-             reload the room's state, then continue from seq {oldest}"
-        );
-        let mut frame = ServerFrame::error(ErrorCode::Expired, message, self.reference());
-        if let ServerFrame::Error { oldest: field, .. } = &mut frame {
-            *field = Some(oldest);
-        }
-        frame
+        ServerFrame::expired(room, since, oldest, self.reference())
     }
 }
 

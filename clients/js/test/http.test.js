@@ -1,0 +1,93 @@
+// The client library where no WebSocket can be opened: it falls back to HTTP (POST to publish,
+// long polling to read, as against a deployed stack), with the same guarantees: every event
+// once, in order, across a restart of the runner; a write retried keeps its id.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { LiveSync } from '../livesync.js';
+import { startRunner, until } from '../testing/runner.js';
+
+let runner;
+before(async () => { runner = await startRunner(); });
+after(async () => { await runner.dispose(); });
+
+const clients = [];
+function client(options = {}) {
+  const c = new LiveSync(runner.url, { initialBackoffMs: 20, maxBackoffMs: 200, ...options });
+  clients.push(c);
+  return c;
+}
+after(() => { for (const c of clients) c.close(); });
+
+// A WebSocket that a proxy refuses: every attempt fails before it opens.
+class BlockedWebSocket extends EventTarget {
+  constructor() {
+    super();
+    this.readyState = 0;
+    setTimeout(() => { this.readyState = 3; this.onerror?.(new Event('error')); this.onclose?.({ code: 1006 }); }, 5);
+  }
+  close() {}
+  send() { throw new Error('not open'); }
+}
+
+const seqs = (events) => events.map((e) => e.seq);
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+test('where WebSockets are blocked the client goes on over HTTP and sees one order with socket clients', async () => {
+  const blocked = client({ WebSocket: BlockedWebSocket, httpReader: 'poll' });
+  const transports = [];
+  blocked.addEventListener('transport', (e) => transports.push(e.detail));
+  await blocked.connect();
+  assert.deepEqual(transports, ['http']);
+  assert.equal(blocked.transport, 'http');
+  const seenOverHttp = [];
+  await blocked.room('fallback', { since: 0, onEvent: (e) => seenOverHttp.push(e) }).joined;
+
+  const socket = client();
+  await socket.connect();
+  const seenOverSocket = [];
+  await socket.room('fallback', { since: 0, onEvent: (e) => seenOverSocket.push(e) }).joined;
+
+  // Both write at once, each its own way.
+  const writes = [];
+  for (let n = 1; n <= 10; n++) {
+    writes.push(blocked.publish('fallback', { from: 'http', n }));
+    writes.push(socket.publish('fallback', { from: 'socket', n }));
+  }
+  const acks = await Promise.all(writes);
+  assert.deepEqual(acks.map((a) => a.seq).sort((a, b) => a - b), range(1, 20));
+  await until(() => seenOverHttp.length === 20 && seenOverSocket.length === 20, 'all 20 events on both clients');
+  assert.deepEqual(seqs(seenOverHttp), range(1, 20));
+  const what = (events) => events.map(({ seq, id, from, data }) => ({ seq, id, from, data }));
+  assert.deepEqual(what(seenOverHttp), what(seenOverSocket), 'the same events, in the same order');
+
+  // A write the server refuses is refused the same way over HTTP.
+  await assert.rejects(blocked.publish('fallback', { too: 'x'.repeat(200 * 1024) }), (e) => e.code === 'too_large');
+  // What needs a WebSocket says so.
+  await assert.rejects(blocked.request({ action: 'presence', room: 'fallback' }), (e) => e.code === 'unavailable');
+});
+
+test('over HTTP a room misses nothing and repeats nothing across a restart of the runner', async () => {
+  const reader = client({ transport: 'http', httpReader: 'poll' });
+  await reader.connect();
+  const seen = [];
+  await reader.room('http-restart', { since: 0, onEvent: (e) => seen.push(e) }).joined;
+  const writer = client({ transport: 'http' });
+  await writer.connect();
+  for (let n = 1; n <= 3; n++) await writer.publish('http-restart', { n });
+  await until(() => seen.length === 3, 'the first three events');
+
+  await runner.stop();
+  // Published while the runner is down: the writer keeps trying with the same id.
+  const pending = writer.publish('http-restart', { n: 4 }, { id: 'fourth' });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await runner.start();
+  assert.equal((await pending).seq, 4);
+  for (let n = 5; n <= 8; n++) await writer.publish('http-restart', { n });
+  // The same id again is the same write.
+  assert.equal((await writer.publish('http-restart', { n: 4 }, { id: 'fourth' })).seq, 4);
+
+  await until(() => seen.length === 8, 'all eight events');
+  assert.deepEqual(seqs(seen), range(1, 8));
+  assert.deepEqual(seen.map((e) => e.data.n), range(1, 8));
+});

@@ -1,0 +1,244 @@
+//! The HTTP API, beside the WebSocket: a backend publishes with a POST, a reader with no
+//! WebSocket reads with a GET, and waits for the next event with `wait` (long polling).
+//!
+//! * `POST /rooms/{room}/events` `{"id"?, "data"}` -> `200 {"room","seq","id"}`. It is a
+//!   `publish` frame, handled by the same engine: the same ordering, idempotency (an anonymous
+//!   caller's ids share the room's namespace, so a retried POST is recognised), rate limit and
+//!   limits; every subscriber of the room gets it through the same fanout.
+//! * `GET /rooms/{room}/events?since=N&wait=S` -> `200 {"room","seq","events","more"}`, `seq`
+//!   being the room's head; with `wait`, held until an event after `since` exists or S seconds
+//!   (at most 25) pass.
+//!
+//! Errors are the WebSocket's error frames, `{"type":"error","code","message",...}`, with the
+//! HTTP status that fits the code. The caller is who its token says (`Authorization: Bearer`,
+//! or `?token=`), checked with the same keys as the WebSocket's `$connect`.
+//!
+//! The events are API Gateway HTTP API (payload 2.0) events: the HTTP Lambda receives them, and
+//! the runner builds them, as it builds WebSocket events.
+
+use crate::authorizer::{Keyring, Refusal, TOKEN_PARAMETER};
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::{HeaderMap, HeaderValue, header};
+use base64::Engine as _;
+use livesync_core::Engine;
+use livesync_core::access::{Access, Caller};
+use livesync_core::engine::Chain;
+use livesync_core::protocol::{ErrorCode, MAX_MESSAGE_BYTES, ServerFrame, check_name};
+use livesync_core::reading::{self, Arrivals, MAX_WAIT, Polled};
+use std::time::Duration;
+
+/// The publish route, as the template declares it (a test holds the two equal).
+pub const PUBLISH_ROUTE: &str = "POST /rooms/{room}/events";
+/// The read (long poll) route.
+pub const READ_ROUTE: &str = "GET /rooms/{room}/events";
+
+/// The largest body a POST may carry: a WebSocket message's limit, so a publish is refused the
+/// same way whichever way it comes.
+pub const MAX_BODY_BYTES: usize = MAX_MESSAGE_BYTES;
+
+/// How often a long poll on a Lambda, which sees no change feed, reads the room again: each
+/// look is two small queries (the head, the events after `since`).
+pub const LOOK_AGAIN_EVERY: Duration = Duration::from_secs(1);
+
+/// Everything an HTTP request needs, whoever hosts it.
+pub struct HttpApi<'a> {
+    pub engine: &'a Engine,
+    pub keyring: &'a Keyring,
+    pub arrivals: &'a dyn Arrivals,
+}
+
+impl HttpApi<'_> {
+    /// One HTTP API request in, its response out. Never fails: every refusal is a response.
+    pub async fn handle(&self, event: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+        let route = event.route_key.as_deref().unwrap_or_default();
+        let Some(room) = event.path_parameters.get("room") else {
+            return error(ErrorCode::NotFound, format!("no such route: {route}; see docs/PROTOCOL.md (HTTP)"));
+        };
+        if let Err(invalid) = check_name("room", room) {
+            return error(invalid.code, invalid.message);
+        }
+        let caller = match self.caller(event).await {
+            Ok(caller) => caller,
+            Err(refusal) => return refused(&refusal),
+        };
+        match route {
+            PUBLISH_ROUTE => self.publish(event, &caller, room).await,
+            READ_ROUTE => self.read(event, &caller, room).await,
+            _ => error(ErrorCode::NotFound, format!("no such route: {route}; see docs/PROTOCOL.md (HTTP)")),
+        }
+    }
+
+    /// Who is asking: the token of `Authorization: Bearer`, or of `?token=` (what an
+    /// `EventSource` can send), checked as `$connect` checks it.
+    pub async fn caller(&self, event: &ApiGatewayV2httpRequest) -> Result<Caller, Refusal> {
+        let token = bearer(&event.headers).or_else(|| event.query_string_parameters.first(TOKEN_PARAMETER));
+        let origin = event.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        self.keyring.authorize(token, origin, &session(event)).await
+    }
+
+    async fn publish(&self, event: &ApiGatewayV2httpRequest, caller: &Caller, room: &str) -> ApiGatewayV2httpResponse {
+        let body = match body(event) {
+            Ok(body) => body,
+            Err(refused) => return *refused,
+        };
+        let mut frame = match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            Ok(_) => {
+                return error(
+                    ErrorCode::BadRequest,
+                    "the body must be a JSON object: {\"data\": ..., \"id\"?: \"...\"}",
+                );
+            }
+            Err(e) => return error(ErrorCode::BadRequest, format!("the body is not JSON: {e}")),
+        };
+        if !frame.contains_key("data") {
+            return error(
+                ErrorCode::BadRequest,
+                "missing field \"data\": the body is {\"data\": ..., \"id\"?: \"...\"}",
+            );
+        }
+        frame.insert("action".to_owned(), "publish".into());
+        frame.insert("room".to_owned(), room.into());
+        let frame = serde_json::Value::Object(frame).to_string();
+        let request_id = event.request_context.request_id.clone().unwrap_or_else(|| session(event));
+        match self.engine.handle(caller, &session(event), &request_id, &frame).await {
+            ServerFrame::Ack { room, seq, id, .. } => {
+                json(200, &serde_json::json!({ "room": room, "seq": seq, "id": id }))
+            }
+            refusal => refusal_response(&refusal),
+        }
+    }
+
+    async fn read(&self, event: &ApiGatewayV2httpRequest, caller: &Caller, room: &str) -> ApiGatewayV2httpResponse {
+        let query = &event.query_string_parameters;
+        let since = match query.first("since").map(str::parse::<u64>) {
+            None => 0,
+            Some(Ok(since)) => since,
+            Some(Err(_)) => return error(ErrorCode::BadRequest, "since must be a seq: a whole number, 0 or more"),
+        };
+        let wait = match query.first("wait").map(str::parse::<u64>) {
+            None => Duration::ZERO,
+            Some(Ok(secs)) if Duration::from_secs(secs) <= MAX_WAIT => Duration::from_secs(secs),
+            Some(_) => {
+                return error(
+                    ErrorCode::BadRequest,
+                    format!("wait must be a whole number of seconds, at most {}", MAX_WAIT.as_secs()),
+                );
+            }
+        };
+        if !caller.may(Access::Read(room)) {
+            return error(ErrorCode::Forbidden, format!("your token does not grant read access to room {room:?}"));
+        }
+        let mut watch = self.arrivals.watch(room);
+        match reading::poll(self.engine.store().as_ref(), watch.as_mut(), room, since, wait).await {
+            Ok(Polled::Page { head, page }) => {
+                json(200, &serde_json::json!({ "room": room, "seq": head, "events": page.events, "more": page.more }))
+            }
+            Ok(Polled::Expired { oldest }) => refusal_response(&ServerFrame::expired(room, since, oldest, None)),
+            Err(e) => {
+                tracing::error!(room, error = %Chain(&e), "HTTP read failed");
+                error(ErrorCode::Internal, "the server failed to read the room; try again")
+            }
+        }
+    }
+}
+
+/// The session of an HTTP caller: its address. An anonymous caller's write rate is counted per
+/// address, as a connection's is per connection.
+pub fn session(event: &ApiGatewayV2httpRequest) -> String {
+    format!("http:{}", event.request_context.http.source_ip.as_deref().unwrap_or("unknown"))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The request body as bytes, or the refusal of one too large or badly encoded.
+fn body(event: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, Box<ApiGatewayV2httpResponse>> {
+    let text = event.body.as_deref().unwrap_or_default();
+    let bytes = if event.is_base64_encoded {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| Box::new(error(ErrorCode::BadRequest, "the body is not valid base64")))?
+    } else {
+        text.as_bytes().to_vec()
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(Box::new(too_large(bytes.len())));
+    }
+    Ok(bytes)
+}
+
+/// The refusal of a body over [`MAX_BODY_BYTES`] (the runner refuses a longer one before it
+/// has read it all).
+pub fn too_large(bytes: usize) -> ApiGatewayV2httpResponse {
+    error(
+        ErrorCode::TooLarge,
+        format!(
+            "the body is {bytes} bytes or more; at most {MAX_BODY_BYTES} bytes are taken, as for a WebSocket message"
+        ),
+    )
+}
+
+/// An authorizer's refusal as a response: 401 with no valid token, 403 for an origin.
+pub fn refused(refusal: &Refusal) -> ApiGatewayV2httpResponse {
+    // The reason is for the logs: telling a caller why its token failed helps an attacker more
+    // than a user.
+    tracing::info!(reason = refusal.reason(), status = refusal.status(), "HTTP request refused");
+    match refusal {
+        Refusal::Unauthorized(_) => error(
+            ErrorCode::Unauthorized,
+            "a valid token is required: send Authorization: Bearer <token> (or ?token=<token>)",
+        ),
+        Refusal::Forbidden(_) => error(ErrorCode::Forbidden, "requests from this page's origin are not allowed"),
+    }
+}
+
+/// An error of this code, as a response.
+pub fn error(code: ErrorCode, message: impl Into<String>) -> ApiGatewayV2httpResponse {
+    refusal_response(&ServerFrame::error(code, message, None))
+}
+
+/// An error frame as a response, with the status that fits its code (and `Retry-After` when it
+/// says when to retry).
+pub fn refusal_response(frame: &ServerFrame) -> ApiGatewayV2httpResponse {
+    let (status, retry_after_ms) = match frame {
+        ServerFrame::Error { code, retry_after_ms, .. } => (status_of(*code), *retry_after_ms),
+        _ => (500, None),
+    };
+    let mut response = json(status, &serde_json::to_value(frame).unwrap_or_default());
+    if let Some(ms) = retry_after_ms
+        && let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+    {
+        response.headers.insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// The HTTP status of an error code.
+pub fn status_of(code: ErrorCode) -> i64 {
+    match code {
+        ErrorCode::BadRequest | ErrorCode::UnknownAction => 400,
+        ErrorCode::Unauthorized => 401,
+        ErrorCode::Forbidden => 403,
+        ErrorCode::NotFound => 404,
+        ErrorCode::Conflict | ErrorCode::InsufficientStock => 409,
+        ErrorCode::Expired => 410,
+        ErrorCode::TooLarge => 413,
+        ErrorCode::RateLimited => 429,
+        ErrorCode::Internal => 500,
+        ErrorCode::Unavailable => 503,
+    }
+}
+
+fn json(status: i64, body: &serde_json::Value) -> ApiGatewayV2httpResponse {
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = status;
+    response.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.body = Some(Body::Text(body.to_string()));
+    response
+}

@@ -1,0 +1,20 @@
+//! The HTTP API Lambda: `POST /rooms/{room}/events` (publish) and `GET /rooms/{room}/events`
+//! (read, or long poll with `wait`). Tokens are checked here, with the authorizer's keys.
+
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use livesync_core::reading::LookAgain;
+use livesync_handlers::http::{HttpApi, LOOK_AGAIN_EVERY};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let engine = &livesync_lambdas::engine(&livesync_lambdas::Config::from_env()).await;
+    let keyring = &livesync_lambdas::authorizer(&livesync_lambdas::AuthConfig::from_env()).await?;
+    // A Lambda sees no change feed: a long poll looks at the room again every so often.
+    let arrivals = &LookAgain { every: LOOK_AGAIN_EVERY };
+    run(service_fn(move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+        Ok::<_, Error>(HttpApi { engine, keyring, arrivals }.handle(&event.payload).await)
+    }))
+    .await
+}

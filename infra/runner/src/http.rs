@@ -1,0 +1,239 @@
+//! HTTP beside the WebSocket: what API Gateway's HTTP API does before the HTTP Lambda runs
+//! (route match, path parameters, the payload 2.0 event), and Server-Sent Events, which only
+//! the runner serves (docs/PROTOCOL.md says why a deployed stack offers long polling instead).
+//!
+//! * `POST|GET /rooms/{room}/events`: the event is built and handed to the same
+//!   [`livesync_handlers::http::HttpApi`] the Lambda runs; its response goes back as is.
+//! * `GET /rooms/{room}/stream?since=N`: `text/event-stream`. The backlog after `N` (or after the
+//!   `Last-Event-ID` a reconnecting `EventSource` sends), then each event as it is committed,
+//!   as `id: <seq>`, `event: event`, `data: <the event frame>`; a comment line when the room
+//!   has been quiet for the keep-alive period, so proxies keep the stream open. The stream
+//!   reads the store after the last seq it sent whenever the fanout says the room moved, so it
+//!   has no gap and no repeat, and a reader that does not keep up only falls behind: nothing
+//!   is queued for it but one page.
+
+use crate::App;
+use crate::gateway;
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body as LambdaBody;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use livesync_core::access::Access;
+use livesync_core::engine::Chain;
+use livesync_core::protocol::{ErrorCode, ServerFrame};
+use livesync_core::reading::{self, Arrivals, Polled};
+use livesync_handlers::http::{self as api, HttpApi, MAX_BODY_BYTES};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The stream route (runner only).
+pub const STREAM_ROUTE: &str = "GET /rooms/{room}/stream";
+
+/// Chunks written ahead of a stream's reader: beyond them the stream waits for it.
+const STREAM_AHEAD: usize = 16;
+
+/// How much of a refused (too large) body is read before the answer.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// How long a disconnected `EventSource` waits before it reconnects (the `retry:` field).
+const RECONNECT_MS: u64 = 1_000;
+
+/// `POST|GET /rooms/{room}/events`, through the HTTP Lambda's handler.
+pub async fn events(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    request: Request,
+) -> Response {
+    let route = format!("{} /rooms/{{room}}/events", request.method());
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(refused) => return response(*refused),
+    };
+    let event = http_event(&parts, remote, &route, &room, &app, Some(body));
+    let http = HttpApi { engine: &app.engine, keyring: &app.authorizer, arrivals: &app.readers };
+    response(http.handle(&event).await)
+}
+
+/// A request body, up to [`MAX_BODY_BYTES`]. A longer one is read on (and dropped) up to
+/// [`DRAIN_BYTES`] before it is refused: a socket closed with unread data is reset, and the
+/// client would see a reset instead of its 413.
+async fn read_body(body: Body) -> Result<Bytes, Box<ApiGatewayV2httpResponse>> {
+    use futures_util::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0;
+    while let Some(chunk) = chunks.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(Box::new(api::error(ErrorCode::BadRequest, "the request body could not be read")));
+        };
+        seen += chunk.len();
+        if seen <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&chunk);
+        } else if seen > DRAIN_BYTES {
+            break;
+        }
+    }
+    if seen > MAX_BODY_BYTES { Err(Box::new(api::too_large(seen))) } else { Ok(Bytes::from(kept)) }
+}
+
+/// `GET /rooms/{room}/stream`: Server-Sent Events.
+pub async fn stream(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    let event = http_event(&parts, remote, STREAM_ROUTE, &room, &app, None);
+    if let Err(invalid) = livesync_core::protocol::check_name("room", &room) {
+        return response(api::error(invalid.code, invalid.message));
+    }
+    let http = HttpApi { engine: &app.engine, keyring: &app.authorizer, arrivals: &app.readers };
+    let caller = match http.caller(&event).await {
+        Ok(caller) => caller,
+        Err(refusal) => return response(api::refused(&refusal)),
+    };
+    if !caller.may(Access::Read(&room)) {
+        let message = format!("your token does not grant read access to room {room:?}");
+        return response(api::error(ErrorCode::Forbidden, message));
+    }
+    // A reconnecting EventSource says where it was; a new one may say `since`.
+    let resume = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim);
+    let since = match resume.or(event.query_string_parameters.first("since")).map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(since)) => since,
+        Some(Err(_)) => {
+            return response(api::error(
+                ErrorCode::BadRequest,
+                "since (or Last-Event-ID) must be a seq: a whole number",
+            ));
+        }
+    };
+    let (chunks, body) = mpsc::channel::<Bytes>(STREAM_AHEAD);
+    tokio::spawn(follow(app.clone(), room, since, chunks));
+    let body = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), body))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies that buffer responses (nginx) would hold the events back.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Writes the room's events after `since` to a stream until its reader goes or the runner stops.
+async fn follow(app: Arc<App>, room: String, since: u64, chunks: mpsc::Sender<Bytes>) {
+    let keep_alive = Duration::from_secs(app.limits.stream_keepalive_secs.max(1));
+    let mut stopping = app.stopping.clone();
+    let mut watch = app.readers.watch(&room);
+    let mut last = since;
+    if chunks.send(Bytes::from(format!("retry: {RECONNECT_MS}\n\n"))).await.is_err() {
+        return;
+    }
+    loop {
+        let polled = tokio::select! {
+            polled = reading::poll(app.engine.store().as_ref(), watch.as_mut(), &room, last, keep_alive) => polled,
+            () = chunks.closed() => return,
+            () = crate::stopped(&mut stopping) => return,
+        };
+        let text = match polled {
+            Ok(Polled::Page { page, .. }) if page.events.is_empty() => ": keep-alive\n\n".to_owned(),
+            Ok(Polled::Page { page, .. }) => {
+                let mut text = String::new();
+                for event in page.events {
+                    last = event.seq;
+                    let frame = ServerFrame::Event(event).to_json();
+                    text.push_str(&format!("id: {last}\nevent: event\ndata: {frame}\n\n"));
+                }
+                text
+            }
+            // The reader must reload the room's state; reconnecting would only be told again.
+            Ok(Polled::Expired { oldest }) => {
+                let frame = ServerFrame::expired(&room, last, oldest, None);
+                let _ = chunks.send(Bytes::from(format!("event: error\ndata: {}\n\n", frame.to_json()))).await;
+                return;
+            }
+            // The stream ends; the EventSource reconnects after `retry` and resumes after `last`.
+            Err(error) => {
+                tracing::error!(room, error = %Chain(&error), "event stream read failed");
+                return;
+            }
+        };
+        if chunks.send(Bytes::from(text)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The HTTP API event API Gateway would hand the HTTP Lambda for this request.
+fn http_event(
+    parts: &axum::http::request::Parts,
+    remote: SocketAddr,
+    route: &str,
+    room: &str,
+    app: &App,
+    body: Option<Bytes>,
+) -> ApiGatewayV2httpRequest {
+    let now = app.clock.now_ms() as i64;
+    // A query string that does not parse is taken as none: `since` then reads 0, as if absent.
+    let pairs =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+    let mut query: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in pairs {
+        query.entry(name).or_default().push(value);
+    }
+    let mut event = ApiGatewayV2httpRequest::default();
+    event.version = Some("2.0".to_owned());
+    event.route_key = Some(route.to_owned());
+    event.raw_path = Some(parts.uri.path().to_owned());
+    event.raw_query_string = Some(parts.uri.query().unwrap_or_default().to_owned());
+    event.headers = parts.headers.clone();
+    event.query_string_parameters = query.into();
+    event.path_parameters = HashMap::from([("room".to_owned(), room.to_owned())]);
+    // As API Gateway passes a body: text as is, anything else in base64.
+    if let Some(body) = body {
+        match String::from_utf8(body.to_vec()) {
+            Ok(text) => event.body = Some(text),
+            Err(not_text) => {
+                use base64::Engine as _;
+                event.body = Some(base64::engine::general_purpose::STANDARD.encode(not_text.as_bytes()));
+                event.is_base64_encoded = true;
+            }
+        }
+    }
+    let context = &mut event.request_context;
+    context.route_key = Some(route.to_owned());
+    context.stage = Some("$default".to_owned());
+    context.request_id = Some(gateway::new_id());
+    context.apiid = Some(app.stage.api_id.clone());
+    context.domain_name = Some(app.stage.domain_name.clone());
+    context.time_epoch = now;
+    context.http.method = parts.method.clone();
+    context.http.path = Some(parts.uri.path().to_owned());
+    context.http.protocol = Some("HTTP/1.1".to_owned());
+    context.http.source_ip = Some(gateway::source_ip(&remote));
+    context.http.user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    event
+}
+
+/// The handler's response as the runner's.
+fn response(lambda: ApiGatewayV2httpResponse) -> Response {
+    let status = StatusCode::from_u16(lambda.status_code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match lambda.body {
+        Some(LambdaBody::Text(text)) => Body::from(text),
+        Some(LambdaBody::Binary(bytes)) => Body::from(bytes),
+        _ => Body::empty(),
+    };
+    let mut response = (status, body).into_response();
+    response.headers_mut().extend(lambda.headers);
+    response
+}
