@@ -24,8 +24,9 @@ use base64::Engine as _;
 use livesync_core::Engine;
 use livesync_core::access::{Access, Caller};
 use livesync_core::engine::Chain;
-use livesync_core::protocol::{ErrorCode, MAX_MESSAGE_BYTES, ServerFrame, check_name};
+use livesync_core::protocol::{ErrorCode, Event, MAX_MESSAGE_BYTES, ServerFrame, check_name};
 use livesync_core::reading::{self, Arrivals, MAX_WAIT, Polled};
+use serde::Serialize;
 use std::time::Duration;
 
 /// The publish route, as the template declares it (a test holds the two equal).
@@ -103,9 +104,7 @@ impl HttpApi<'_> {
         let frame = serde_json::Value::Object(frame).to_string();
         let request_id = event.request_context.request_id.clone().unwrap_or_else(|| session(event));
         match self.engine.handle(caller, &session(event), &request_id, &frame).await {
-            ServerFrame::Ack { room, seq, id, .. } => {
-                json(200, &serde_json::json!({ "room": room, "seq": seq, "id": id }))
-            }
+            ServerFrame::Ack { room, seq, id, .. } => json(200, &Acked { room, seq, id }),
             refusal => refusal_response(&refusal),
         }
     }
@@ -133,7 +132,7 @@ impl HttpApi<'_> {
         let mut watch = self.arrivals.watch(room);
         match reading::poll(self.engine.store().as_ref(), watch.as_mut(), room, since, wait).await {
             Ok(Polled::Page { head, page }) => {
-                json(200, &serde_json::json!({ "room": room, "seq": head, "events": page.events, "more": page.more }))
+                json(200, &RoomPage { room, seq: head, events: &page.events, more: page.more })
             }
             Ok(Polled::Expired { oldest }) => refusal_response(&ServerFrame::expired(room, since, oldest, None)),
             Err(e) => {
@@ -210,7 +209,7 @@ pub fn refusal_response(frame: &ServerFrame) -> ApiGatewayV2httpResponse {
         ServerFrame::Error { code, retry_after_ms, .. } => (status_of(*code), *retry_after_ms),
         _ => (500, None),
     };
-    let mut response = json(status, &serde_json::to_value(frame).unwrap_or_default());
+    let mut response = json(status, frame);
     if let Some(ms) = retry_after_ms
         && let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
     {
@@ -235,10 +234,28 @@ pub fn status_of(code: ErrorCode) -> i64 {
     }
 }
 
-fn json(status: i64, body: &serde_json::Value) -> ApiGatewayV2httpResponse {
+/// The answer to a publish.
+#[derive(Serialize)]
+struct Acked {
+    room: String,
+    seq: u64,
+    id: String,
+}
+
+/// The answer to a read: the room's head, and the events after `since`.
+#[derive(Serialize)]
+struct RoomPage<'a> {
+    room: &'a str,
+    seq: u64,
+    events: &'a [Event],
+    more: bool,
+}
+
+fn json(status: i64, body: &impl Serialize) -> ApiGatewayV2httpResponse {
     let mut response = ApiGatewayV2httpResponse::default();
     response.status_code = status;
     response.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.body = Some(Body::Text(body.to_string()));
+    // Serialising these types cannot fail: every map key is a string.
+    response.body = Some(Body::Text(serde_json::to_string(body).expect("answers always serialise")));
     response
 }
