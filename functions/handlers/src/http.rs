@@ -11,18 +11,22 @@
 //!
 //! Errors are the WebSocket's error frames, `{"type":"error","code","message",...}`, with the
 //! HTTP status that fits the code. The caller is who its token says (`Authorization: Bearer`,
-//! or `?token=`), checked with the same keys as the WebSocket's `$connect`.
+//! or `?token=`), checked with the same keys as the WebSocket's `$connect`; on AWS, a backend
+//! may instead sign its requests with SigV4 on the IAM API (`BackendHttpApi`), whose every
+//! route API Gateway authorizes with IAM: such a caller may read and write every room.
 //!
 //! The events are API Gateway HTTP API (payload 2.0) events: the HTTP Lambda receives them, and
 //! the runner builds them, as it builds WebSocket events.
 
 use crate::authorizer::{Keyring, Refusal, TOKEN_PARAMETER};
-use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::apigw::{
+    ApiGatewayRequestAuthorizerIamDescription, ApiGatewayV2httpRequest, ApiGatewayV2httpResponse,
+};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue, header};
 use base64::Engine as _;
 use livesync_core::Engine;
-use livesync_core::access::{Access, Caller};
+use livesync_core::access::{Access, Caller, Grants};
 use livesync_core::engine::Chain;
 use livesync_core::protocol::{ErrorCode, Event, MAX_MESSAGE_BYTES, ServerFrame, check_name};
 use livesync_core::reading::{self, Arrivals, MAX_WAIT, Polled};
@@ -70,9 +74,15 @@ impl HttpApi<'_> {
         }
     }
 
-    /// Who is asking: the token of `Authorization: Bearer`, or of `?token=` (what an
-    /// `EventSource` can send), checked as `$connect` checks it.
+    /// Who is asking: a backend whose SigV4 signature API Gateway checked (the IAM API's
+    /// routes), or the token of `Authorization: Bearer` or of `?token=` (what an `EventSource`
+    /// can send), checked as `$connect` checks it.
     pub async fn caller(&self, event: &ApiGatewayV2httpRequest) -> Result<Caller, Refusal> {
+        // Only API Gateway writes `authorizer.iam`, and only on a route whose authorizer is
+        // AWS_IAM: the runner builds its events without it.
+        if let Some(iam) = event.request_context.authorizer.as_ref().and_then(|a| a.iam.as_ref()) {
+            return Ok(Caller::user(iam_principal(iam), &session(event), Grants::all()));
+        }
         let token = bearer(&event.headers).or_else(|| event.query_string_parameters.first(TOKEN_PARAMETER));
         let origin = event.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         self.keyring.authorize(token, origin, &session(event)).await
@@ -147,6 +157,13 @@ impl HttpApi<'_> {
 /// address, as a connection's is per connection.
 pub fn session(event: &ApiGatewayV2httpRequest) -> String {
     format!("http:{}", event.request_context.http.source_ip.as_deref().unwrap_or("unknown"))
+}
+
+/// Who an IAM-signed request is from, as room members see it: `iam:` and the principal's
+/// resource (`iam:assumed-role/inventory/i-0abc`), without the account in the ARN.
+fn iam_principal(iam: &ApiGatewayRequestAuthorizerIamDescription) -> String {
+    let principal = iam.user_arn.as_deref().or(iam.caller_id.as_deref()).unwrap_or("unknown");
+    format!("iam:{}", principal.splitn(6, ':').last().unwrap_or(principal))
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

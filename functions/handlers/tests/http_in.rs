@@ -221,3 +221,21 @@ async fn a_caller_over_its_write_rate_gets_429_with_retry_after() {
     assert_eq!(statuses[2].0, 429);
     assert_eq!(statuses[2].1.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_signed_with_iam_publishes_without_a_token_as_its_role() {
+    let api = Api::new(None);
+
+    let ack = api.send(&fixture("http-publish-iam")).await;
+
+    assert_eq!(ack, (200, json!({"room": "shop", "seq": 1, "id": "restock-7"})));
+    let reader = token(&["shop"], &[]);
+    let mut read = fixture("http-read");
+    read.path_parameters.insert("room".into(), "shop".into());
+    let (_, page) = api.send(&with(read, Some(&reader), &[("since", "0")])).await;
+    assert_eq!(page["events"][0]["from"], "iam:assumed-role/inventory-service/i-0abc12de34f56a789");
+    // Without API Gateway's IAM context the same request needs a token.
+    let mut unsigned = fixture("http-publish-iam");
+    unsigned.request_context.authorizer = None;
+    refused(api.send(&unsigned).await, 401, "unauthorized");
+}

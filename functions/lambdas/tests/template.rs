@@ -165,15 +165,21 @@ fn the_http_api_routes_to_the_handlers_routes_and_a_long_poll_fits_its_timeout()
     let function =
         resources(&template, "AWS::Serverless::Function").into_iter().find(|f| f.0 == "HttpFunction").unwrap().1;
     let events = function.split("Events:").nth(1).expect("HttpFunction has events");
-    let mut routes: Vec<String> = values_of(events, "Method")
+    // Each API (tokens, and IAM for backends) has exactly the handler's two routes.
+    let mut routes: Vec<String> = values_of(events, "ApiId")
         .into_iter()
-        .zip(values_of(events, "Path"))
-        .map(|(method, path)| format!("{method} {path}"))
+        .zip(values_of(events, "Method").into_iter().zip(values_of(events, "Path")))
+        .map(|(api, (method, path))| format!("{api} {method} {path}"))
         .collect();
     routes.sort();
-    let mut handled = vec![PUBLISH_ROUTE.to_owned(), READ_ROUTE.to_owned()];
+    let mut handled: Vec<String> = ["!Ref BackendHttpApi", "!Ref HttpApi"]
+        .iter()
+        .flat_map(|api| [PUBLISH_ROUTE, READ_ROUTE].map(|route| format!("{api} {route}")))
+        .collect();
     handled.sort();
     assert_eq!(routes, handled);
+    let backend = template.split("  BackendHttpApi:").nth(1).unwrap().split("\n\n").next().unwrap();
+    assert!(backend.contains("DefaultAuthorizer: AWS_IAM"), "backends' routes are authorized by IAM");
     assert!(values_of(events, "PayloadFormatVersion").iter().all(|v| *v == "2.0"), "the handler reads 2.0 events");
     // The longest wait, plus a read, fits the function's timeout, which fits API Gateway's 30 s.
     let timeout: u64 = values_of(&function, "Timeout")[0].parse().unwrap();
