@@ -125,7 +125,9 @@ pub async fn serve(app: Arc<App>, socket: WebSocket, peer: Peer) {
         let _ = tokio::time::timeout(CLOSE_WRITE, sink.flush()).await;
     }
     let event = app.stage.disconnect_event(&peer, ending.code, ending.reason, app.clock.now_ms() as i64);
-    if let Err(error) = livesync_handlers::disconnect(&app.engine, event).await {
+    // Boxed: its store calls make this the largest state of the socket's task by far (about
+    // 5 KB), and every idle connection would carry it from its first moment otherwise.
+    if let Err(error) = Box::pin(livesync_handlers::disconnect(&app.engine, event)).await {
         tracing::error!(connection = peer.connection_id, %error, "$disconnect failed");
     }
     // Last: shutdown waits for every socket to deregister, so `$disconnect` has run by then.
