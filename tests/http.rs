@@ -152,9 +152,18 @@ async fn bad_requests_get_their_code_and_status_and_the_server_goes_on() {
     refused(get(&base, "/rooms/shop/events?wait=60").await, 400, "bad_request");
     refused(get(&base, "/rooms/shop/stream?since=-2").await, 400, "bad_request");
     refused(request(&base, "DELETE", "/rooms/shop/events", &[], "").await, 404, "not_found");
+    // A member named twice is refused, as over a WebSocket (parsers disagree on which wins).
+    refused(post(&base, "/rooms/shop/events", r#"{"data": 1, "data": 2}"#).await, 400, "bad_request");
+    refused(post(&base, "/rooms/shop/events", r#"{"id": "a", "id": "b", "data": 1}"#).await, 400, "bad_request");
+    refused(post(&base, "/rooms/shop/events", r#"{"data": {"x": 1, "x": 2}}"#).await, 400, "bad_request");
 
     let ack = post(&base, "/rooms/shop/events", r#"{"data": "still here"}"#).await;
     assert_eq!(ack.json()["seq"], 1, "nothing refused was stored, and the server goes on");
+    // An anonymous caller's `from` says nothing of its address: two POSTs from one address
+    // are from two different sessions.
+    post(&base, "/rooms/shop/events", r#"{"data": "again"}"#).await;
+    let page = get(&base, "/rooms/shop/events?since=0").await.json();
+    assert_ne!(page["events"][0]["from"], page["events"][1]["from"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,4 +192,34 @@ async fn with_tokens_on_a_request_needs_a_token_that_grants_the_room() {
     assert_eq!(ids(&stream.events(1).await), vec![1]);
     let page = request(&base, "GET", "/rooms/shop/events?since=0", &[("authorization", &bearer(&reader))], "").await;
     assert_eq!(page.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_reader_takes_nothing_is_ended_and_the_server_goes_on() {
+    // A budget smaller than two events: a stream behind by one more is cut at once.
+    let local = Local::start_with(|config| config.limits.send_budget_bytes = 150 * 1024).await;
+    let base = local.http_url();
+    let stuck = EventStream::open(&base, "/rooms/big/stream", &[]).await;
+    assert_eq!(stuck.status, 200);
+    // Far more than the sockets' buffers hold, while the stream's reader reads nothing.
+    let event = json!({ "data": "x".repeat(100 * 1024) }).to_string();
+    for _ in 0..120 {
+        assert_eq!(post(&base, "/rooms/big/events", &event).await.status, 200);
+    }
+
+    // Now it reads: what the buffers held, then the end of the stream, well short of 120.
+    let mut stuck = stuck;
+    let mut received = Vec::new();
+    while let Some(sent) = stuck.next().await {
+        if let Some(id) = sent.id {
+            received.push(id.parse::<u64>().unwrap());
+        }
+    }
+    assert!(received.len() < 120, "the stream was ended, not kept ({} events)", received.len());
+    assert_eq!(received, (1..=received.len() as u64).collect::<Vec<_>>(), "what it got is in order, no gap");
+    // Its reader resumes where it was cut, and the server serves others meanwhile.
+    let last = received.last().map_or(0, |seq| *seq).to_string();
+    let mut resumed = EventStream::open(&base, "/rooms/big/stream", &[("last-event-id", &last)]).await;
+    assert_eq!(ids(&resumed.events(1).await), vec![received.len() as u64 + 1]);
+    assert_eq!(post(&base, "/rooms/other/events", r#"{"data": 1}"#).await.status, 200);
 }

@@ -85,7 +85,10 @@ impl HttpApi<'_> {
         }
         let token = bearer(&event.headers).or_else(|| event.query_string_parameters.first(TOKEN_PARAMETER));
         let origin = event.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        self.keyring.authorize(token, origin, &session(event)).await
+        // An anonymous caller's `from` is derived from this: the request's own id, never its
+        // address, which a hash of would give away to every reader of the room.
+        let request = event.request_context.request_id.as_deref().unwrap_or("unknown");
+        self.keyring.authorize(token, origin, &format!("http-request:{request}")).await
     }
 
     async fn publish(&self, event: &ApiGatewayV2httpRequest, caller: &Caller, room: &str) -> ApiGatewayV2httpResponse {
@@ -93,7 +96,7 @@ impl HttpApi<'_> {
             Ok(body) => body,
             Err(refused) => return *refused,
         };
-        let mut frame = match serde_json::from_slice::<serde_json::Value>(&body) {
+        let fields = match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(serde_json::Value::Object(fields)) => fields,
             Ok(_) => {
                 return error(
@@ -103,15 +106,18 @@ impl HttpApi<'_> {
             }
             Err(e) => return error(ErrorCode::BadRequest, format!("the body is not JSON: {e}")),
         };
-        if !frame.contains_key("data") {
+        if !fields.contains_key("data") {
             return error(
                 ErrorCode::BadRequest,
                 "missing field \"data\": the body is {\"data\": ..., \"id\"?: \"...\"}",
             );
         }
-        frame.insert("action".to_owned(), "publish".into());
-        frame.insert("room".to_owned(), room.into());
-        let frame = serde_json::Value::Object(frame).to_string();
+        // The body's own text goes into the frame, so the engine's parser sees it as sent: a
+        // member named twice is refused there (parsers disagree on which one wins), as over a
+        // WebSocket; so is an `action` or `room` in the body, which the route names.
+        let text = String::from_utf8_lossy(&body);
+        let members = text.trim_start().strip_prefix('{').unwrap_or_default();
+        let frame = format!(r#"{{"action":"publish","room":{},{members}"#, serde_json::Value::from(room));
         let request_id = event.request_context.request_id.clone().unwrap_or_else(|| session(event));
         match self.engine.handle(caller, &session(event), &request_id, &frame).await {
             ServerFrame::Ack { room, seq, id, .. } => json(200, &Acked { room, seq, id }),
@@ -153,8 +159,8 @@ impl HttpApi<'_> {
     }
 }
 
-/// The session of an HTTP caller: its address. An anonymous caller's write rate is counted per
-/// address, as a connection's is per connection.
+/// The rate-limit bucket of an anonymous HTTP caller: its address, as a connection's is its
+/// connection (a caller with a token has its user's bucket).
 pub fn session(event: &ApiGatewayV2httpRequest) -> String {
     format!("http:{}", event.request_context.http.source_ip.as_deref().unwrap_or("unknown"))
 }

@@ -71,6 +71,18 @@ impl Queue {
     }
 }
 
+/// Bytes of an event stream counted in the runner's budget while they are on their way.
+pub struct StreamBytes {
+    total: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for StreamBytes {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 pub struct Connections {
     sockets: RwLock<HashMap<String, Socket>>,
     emptied: Notify,
@@ -132,6 +144,17 @@ impl Connections {
     /// Bytes queued for all sockets now.
     pub fn queued_bytes(&self) -> usize {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` of an event stream (Server-Sent Events) in the runner's budget, beside
+    /// the WebSocket queues, until the returned guard is dropped; `None` when the budget is
+    /// spent (the stream then ends as too slow, as a WebSocket behind would be closed).
+    pub fn stream_bytes(&self, bytes: usize) -> Option<StreamBytes> {
+        if self.queued_bytes() + bytes > self.budget {
+            return None;
+        }
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+        Some(StreamBytes { total: self.total.clone(), bytes })
     }
 
     /// GetConnection: `None` if there is no such connection.

@@ -13,6 +13,7 @@
 //!   is queued for it but one page.
 
 use crate::App;
+use crate::connections::StreamBytes;
 use crate::gateway;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body as LambdaBody;
@@ -34,8 +35,14 @@ use tokio::sync::mpsc;
 /// The stream route (runner only).
 pub const STREAM_ROUTE: &str = "GET /rooms/{room}/stream";
 
-/// Chunks written ahead of a stream's reader: beyond them the stream waits for it.
-const STREAM_AHEAD: usize = 16;
+/// Chunks (events) written ahead of a stream's reader: beyond it the stream waits for it.
+const STREAM_AHEAD: usize = 1;
+
+/// How long a stream waits for its reader to take a chunk before it ends as too slow.
+const STALLED: Duration = Duration::from_secs(10);
+
+/// How long a request's body may take to arrive: a body that stalls must not hold its socket.
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How much of a refused (too large) body is read before the answer.
 const DRAIN_BYTES: usize = 1024 * 1024;
@@ -52,13 +59,27 @@ pub async fn events(
 ) -> Response {
     let route = format!("{} /rooms/{{room}}/events", request.method());
     let (parts, body) = request.into_parts();
-    let body = match read_body(body).await {
-        Ok(body) => body,
-        Err(refused) => return response(*refused),
+    let body = match tokio::time::timeout(BODY_DEADLINE, read_body(body)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(refused)) => return response(*refused),
+        Err(_) => {
+            let message = format!("the request body did not arrive within {} s", BODY_DEADLINE.as_secs());
+            return response(api::error(ErrorCode::BadRequest, message));
+        }
     };
     let event = http_event(&parts, remote, &route, &room, &app, Some(body));
-    let http = HttpApi { engine: &app.engine, keyring: &app.authorizer, arrivals: &app.readers };
-    response(http.handle(&event).await)
+    // Handled to its end in a task of its own, as a WebSocket frame is: a client that goes away
+    // must not cancel a write that other clients' publishes share (the room's group commit).
+    let handled = tokio::spawn(async move {
+        HttpApi { engine: &app.engine, keyring: &app.authorizer, arrivals: &app.readers }.handle(&event).await
+    });
+    match handled.await {
+        Ok(answer) => response(answer),
+        Err(error) => {
+            tracing::error!(%error, "HTTP handler panicked");
+            response(api::error(ErrorCode::Internal, "the server failed to handle this request"))
+        }
+    }
 }
 
 /// A request body, up to [`MAX_BODY_BYTES`]. A longer one is read on (and dropped) up to
@@ -105,7 +126,8 @@ pub async fn stream(
         return response(api::error(ErrorCode::Forbidden, message));
     }
     // A reconnecting EventSource says where it was; a new one may say `since`.
-    let resume = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim);
+    let resume =
+        parts.headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|id| !id.is_empty());
     let since = match resume.or(event.query_string_parameters.first("since")).map(str::parse::<u64>) {
         None => 0,
         Some(Ok(since)) => since,
@@ -130,46 +152,95 @@ pub async fn stream(
     response
 }
 
-/// Writes the room's events after `since` to a stream until its reader goes or the runner stops.
+/// Writes the room's events after `since` to a stream until its reader goes, falls behind,
+/// reaches the connection's maximum age, or the runner stops. An ending stream is resumed by
+/// the `EventSource` (after `retry`) from its last id: nothing is lost by ending one.
 async fn follow(app: Arc<App>, room: String, since: u64, chunks: mpsc::Sender<Bytes>) {
     let keep_alive = Duration::from_secs(app.limits.stream_keepalive_secs.max(1));
     let mut stopping = app.stopping.clone();
     let mut watch = app.readers.watch(&room);
     let mut last = since;
-    if chunks.send(Bytes::from(format!("retry: {RECONNECT_MS}\n\n"))).await.is_err() {
+    let mut stream = Stream { chunks, on_its_way: None, app: app.clone() };
+    let too_old = tokio::time::sleep(app.max_connection);
+    tokio::pin!(too_old);
+    if stream.send(format!("retry: {RECONNECT_MS}\n\n")).await.is_err() {
         return;
     }
     loop {
         let polled = tokio::select! {
             polled = reading::poll(app.engine.store().as_ref(), watch.as_mut(), &room, last, keep_alive) => polled,
-            () = chunks.closed() => return,
+            () = stream.chunks.closed() => return,
             () = crate::stopped(&mut stopping) => return,
+            () = &mut too_old => return,
         };
-        let text = match polled {
-            Ok(Polled::Page { page, .. }) if page.events.is_empty() => ": keep-alive\n\n".to_owned(),
+        let sent = match polled {
+            Ok(Polled::Page { page, .. }) if page.events.is_empty() => stream.send(": keep-alive\n\n".to_owned()).await,
+            // One chunk per event: what waits for a slow reader is one event, not a page.
             Ok(Polled::Page { page, .. }) => {
-                let mut text = String::new();
+                let mut sent = Ok(());
                 for event in page.events {
-                    last = event.seq;
+                    let seq = event.seq;
                     let frame = ServerFrame::Event(event).to_json();
-                    text.push_str(&format!("id: {last}\nevent: event\ndata: {frame}\n\n"));
+                    sent = stream.send(format!("id: {seq}\nevent: event\ndata: {frame}\n\n")).await;
+                    if sent.is_err() {
+                        break;
+                    }
+                    last = seq;
                 }
-                text
+                sent
             }
             // The reader must reload the room's state; reconnecting would only be told again.
             Ok(Polled::Expired { oldest }) => {
                 let frame = ServerFrame::expired(&room, last, oldest, None);
-                let _ = chunks.send(Bytes::from(format!("event: error\ndata: {}\n\n", frame.to_json()))).await;
+                let _ = stream.send(format!("event: error\ndata: {}\n\n", frame.to_json())).await;
                 return;
             }
-            // The stream ends; the EventSource reconnects after `retry` and resumes after `last`.
             Err(error) => {
                 tracing::error!(room, error = %Chain(&error), "event stream read failed");
                 return;
             }
         };
-        if chunks.send(Bytes::from(text)).await.is_err() {
+        if let Err(ended) = sent {
+            if let StreamEnded::TooSlow(why) = ended {
+                tracing::info!(room, last, why, "event stream ended: its reader is too slow");
+            }
             return;
+        }
+    }
+}
+
+/// Why a stream stopped taking chunks.
+enum StreamEnded {
+    /// The reader went away.
+    Gone,
+    TooSlow(&'static str),
+}
+
+/// A stream's side of its body: at most one chunk waits for the reader, counted in the
+/// runner's send budget with the WebSocket queues until the next one is taken.
+struct Stream {
+    chunks: mpsc::Sender<Bytes>,
+    on_its_way: Option<StreamBytes>,
+    app: Arc<App>,
+}
+
+impl Stream {
+    async fn send(&mut self, text: String) -> Result<(), StreamEnded> {
+        // The chunk before has been taken by the socket when the channel has room again: only a
+        // reader that is behind has two chunks counted, and is cut when the budget is spent.
+        if self.chunks.capacity() > 0 {
+            self.on_its_way = None;
+        }
+        let Some(counted) = self.app.connections.stream_bytes(text.len()) else {
+            return Err(StreamEnded::TooSlow("the runner's send budget is spent"));
+        };
+        match tokio::time::timeout(STALLED, self.chunks.send(Bytes::from(text))).await {
+            Ok(Ok(())) => {
+                self.on_its_way = Some(counted);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(StreamEnded::Gone),
+            Err(_) => Err(StreamEnded::TooSlow("it took nothing for the stall timeout")),
         }
     }
 }

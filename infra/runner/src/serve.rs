@@ -12,6 +12,8 @@
 //!   upgrade (a 401, a 404) is closed (`Connection: close`), so it cannot linger on keep-alive.
 //! * Accepted sockets write small frames at once (`TCP_NODELAY`): a reply followed by a push must
 //!   not wait for the peer's delayed ACK.
+//! * At shutdown, an HTTP request being handled is finished and answered (up to a short grace);
+//!   the accept loop returns only once they are, so the process does not exit under them.
 
 use crate::Limits;
 use crate::connections::Connections;
@@ -23,10 +25,16 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tower_service::Service;
+
+/// A handshake this old has stalled: a real one takes a millisecond.
+const STALLED_HANDSHAKE: Duration = Duration::from_millis(500);
+
+/// How far past its handshake cap an address may go while none of its handshakes has stalled.
+const BURST_OVER_CAP: usize = 4;
 
 /// Who is let in.
 #[derive(Clone)]
@@ -44,7 +52,7 @@ pub struct Admission {
 /// The sockets in their handshake, oldest first per address.
 #[derive(Default)]
 struct Handshaking {
-    by_ip: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
+    by_ip: HashMap<IpAddr, VecDeque<(u64, Instant, Arc<Notify>)>>,
     pending: usize,
     next: u64,
 }
@@ -76,7 +84,9 @@ impl Admission {
     }
 
     /// A place in the handshake, or `None` when the runner is full. An address at its cap of
-    /// handshakes gets one by evicting its oldest.
+    /// handshakes gets one by evicting its oldest, if that one has stalled; a burst of requests
+    /// whose sockets are all young (a backend sending 64 POSTs at once) is let in, up to
+    /// [`BURST_OVER_CAP`] times the cap, since each will be read in a moment.
     fn admit(&self, ip: IpAddr) -> Option<(Handshake, InFlight)> {
         let mut handshaking = self.handshaking.lock().expect("admission lock");
         let upgraded = self.open.as_ref().map_or(0, |open| open.len());
@@ -85,15 +95,18 @@ impl Admission {
         if self.in_flight.load(Ordering::Relaxed) + upgraded >= self.max_connections {
             return None;
         }
-        if from_ip.len() >= self.max_handshakes_per_ip
-            && let Some((_, evicted)) = from_ip.pop_front()
-        {
-            *pending -= 1;
-            evicted.notify_one();
+        if from_ip.len() >= self.max_handshakes_per_ip {
+            let stalled = from_ip.front().is_some_and(|(_, since, _)| since.elapsed() >= STALLED_HANDSHAKE);
+            if stalled && let Some((_, _, evicted)) = from_ip.pop_front() {
+                *pending -= 1;
+                evicted.notify_one();
+            } else if from_ip.len() >= self.max_handshakes_per_ip * BURST_OVER_CAP {
+                return None;
+            }
         }
         *next += 1;
         let evicted = Arc::new(Notify::new());
-        from_ip.push_back((*next, evicted.clone()));
+        from_ip.push_back((*next, Instant::now(), evicted.clone()));
         *pending += 1;
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(self.in_flight.clone());
@@ -124,7 +137,7 @@ impl Drop for Handshake {
         let mut handshaking = self.handshaking.lock().expect("admission lock");
         let Handshaking { by_ip, pending, .. } = &mut *handshaking;
         if let Some(from_ip) = by_ip.get_mut(&self.ip) {
-            if let Some(at) = from_ip.iter().position(|(id, _)| *id == self.id) {
+            if let Some(at) = from_ip.iter().position(|(id, _, _)| *id == self.id) {
                 from_ip.remove(at);
                 *pending -= 1;
             }
@@ -140,15 +153,15 @@ pub async fn run(listener: TcpListener, router: Router, admission: Admission, mu
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = crate::stopped(&mut stopping) => return,
+            () = crate::stopped(&mut stopping) => break,
         };
         match accepted {
             Ok((stream, remote)) => match admission.admit(remote.ip()) {
                 Some((handshake, in_flight)) => {
                     let timeout = admission.handshake_timeout;
-                    let serving = serve_one(stream, remote, router.clone(), (handshake, in_flight), timeout);
-                    let stopping = stopping.clone();
-                    tokio::spawn(serving_until(serving, stopping));
+                    let serving =
+                        serve_one(stream, remote, router.clone(), (handshake, in_flight), timeout, stopping.clone());
+                    tokio::spawn(serving);
                 }
                 None => tracing::debug!(%remote, "connection refused: the runner is at its connection cap"),
             },
@@ -160,16 +173,21 @@ pub async fn run(listener: TcpListener, router: Router, admission: Admission, mu
             }
         }
     }
+    finish_requests(&admission).await;
 }
 
-async fn serving_until(serving: impl std::future::Future<Output = ()>, mut stopping: watch::Receiver<bool>) {
-    tokio::select! {
-        () = serving => {}
-        // An HTTP connection still in its handshake at shutdown is dropped; upgraded sockets
-        // are not served here and close on the same signal with 1001.
-        () = crate::stopped(&mut stopping) => {}
+/// Waits (at most a little past [`HTTP_GRACE`]) until every HTTP request being handled at
+/// shutdown is answered: the process must not exit under them.
+async fn finish_requests(admission: &Admission) {
+    let deadline = tokio::time::Instant::now() + HTTP_GRACE + Duration::from_millis(500);
+    while admission.in_flight.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// How long shutdown lets an HTTP request being handled finish (a publish takes milliseconds;
+/// a long poll is cut, and its client asks again).
+const HTTP_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one socket. It is counted (`in_flight`) until this returns: the connection ended, or
 /// was handed to a WebSocket, which the live connections count from then on.
@@ -179,6 +197,7 @@ async fn serve_one(
     router: Router,
     (handshake, _in_flight): (Handshake, InFlight),
     timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let evicted = handshake.evicted.clone();
@@ -208,6 +227,16 @@ async fn serve_one(
     tokio::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,
+        // Shutdown: a request being handled is finished and answered (a WebSocket's socket is
+        // not served here: it closes on the same signal with 1001); an idle or half-sent one is
+        // closed.
+        () = crate::stopped(&mut stopping) => {
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(HTTP_GRACE, connection.as_mut()).await {
+                Ok(ended) => ended,
+                Err(_) => return,
+            }
+        }
         // Evicted: a newer socket from the same address needed the place. Only a socket still
         // in its handshake is ever notified (the place is released with the first request).
         () = evicted.notified() => {
