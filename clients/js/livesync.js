@@ -239,6 +239,8 @@ export class LiveSync extends EventTarget {
         // A silent join (presence needs a WebSocket), read from where the reply leaves off:
         // what the reader repeats is dropped by seq.
         const fresh = frame.since === undefined;
+        // Left or closed while the read was on its way: no reader.
+        if (this.closing || !this.rooms.has(frame.room)) return { type: 'joined', room: reply.room, seq: reply.seq, events: [], more: false };
         this.#follow(frame.room, fresh ? reply.seq : frame.since);
         return { type: 'joined', room: reply.room, seq: reply.seq, events: fresh ? [] : reply.events, more: fresh ? false : reply.more };
       }
@@ -255,9 +257,14 @@ export class LiveSync extends EventTarget {
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
     const response = await this.fetchImpl(`${this.httpUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    // Every answer of the server is JSON; anything else (a proxy's error page) is a failure to
-    // reach it, and is tried again.
-    return response.json();
+    // The server answers a success with its JSON and a refusal with an error frame. Anything
+    // else (a proxy's page, API Gateway's own `{"message": ...}` for a timeout or a throttle)
+    // did not reach LiveSync, and is tried again.
+    const reply = await response.json();
+    if (response.ok ? typeof reply !== 'object' || reply === null : reply?.type !== 'error') {
+      throw new Error(`HTTP ${response.status} from something other than the LiveSync API`);
+    }
+    return reply;
   }
 
   // Reads `room` after `since` for as long as it is joined: an EventSource (which resumes
@@ -267,7 +274,8 @@ export class LiveSync extends EventTarget {
     const reader = { stopped: false, source: null };
     this.readers.set(room, reader);
     const path = `/rooms/${encodeURIComponent(room)}`;
-    const kind = this.options.httpReader ?? (this.EventSourceImpl ? 'sse' : 'poll');
+    // Streams are the local runner's: against a deployed stack's `httpUrl`, long polling.
+    const kind = this.options.httpReader ?? (this.EventSourceImpl && this.options.httpUrl === undefined ? 'sse' : 'poll');
     // The events after `since` are gone: the room rejoins, and handles `expired` as it does.
     const expired = () => { if (this.readers.get(room) === reader) this.rooms.get(room)?._rejoin(); };
     if (kind === 'sse') {
@@ -281,6 +289,14 @@ export class LiveSync extends EventTarget {
       // The server's own `error` event carries a frame; the EventSource's (a cut) has none,
       // and it reconnects by itself.
       source.addEventListener('error', (e) => {
+        // A cut: the EventSource reconnects by itself. A refusal (401, 404, a proxy's page)
+        // closes it for good: the room goes on with long polling from its last seq.
+        if (!e.data && source.readyState === 2 && this.readers.get(room) === reader) {
+          const at = this.rooms.get(room)?.lastSeq ?? since;
+          this.options = { ...this.options, httpReader: 'poll' };
+          this.#follow(room, at);
+          return;
+        }
         if (!e.data) return;
         source.close();
         let frame;
@@ -311,9 +327,10 @@ export class LiveSync extends EventTarget {
           continue;
         }
         failures = 0;
-        if (page.events.length > 0) {
-          this.#receive({ type: 'events', room, events: page.events });
-          after = page.events[page.events.length - 1].seq;
+        const events = Array.isArray(page.events) ? page.events : [];
+        if (events.length > 0) {
+          this.#receive({ type: 'events', room, events });
+          after = events[events.length - 1].seq;
         }
       }
     })();

@@ -91,3 +91,23 @@ test('over HTTP a room misses nothing and repeats nothing across a restart of th
   assert.deepEqual(seqs(seen), range(1, 8));
   assert.deepEqual(seen.map((e) => e.data.n), range(1, 8));
 });
+
+test('an answer that is not the LiveSync API\'s (a gateway\'s 503) is tried again, never taken as an ack', async () => {
+  let refused = 0;
+  // API Gateway answers a throttled or timed-out request itself, with JSON of its own.
+  const flaky = async (url, init) => {
+    if (init.method === 'POST' && refused < 2) {
+      refused += 1;
+      return new Response(JSON.stringify({ message: 'Service Unavailable' }), { status: 503, headers: { 'content-type': 'application/json' } });
+    }
+    return fetch(url, init);
+  };
+  const writer = client({ transport: 'http', fetch: flaky });
+  await writer.connect();
+  const ack = await writer.publish('gateway', { n: 1 }, { id: 'through-a-gateway' });
+  assert.equal(refused, 2);
+  assert.equal(ack.type, 'ack');
+  assert.equal(ack.seq, 1);
+  const page = await (await fetch(`${runner.url.replace('ws://', 'http://')}/rooms/gateway/events?since=0`)).json();
+  assert.deepEqual(page.events.map((e) => e.id), ['through-a-gateway'], 'stored once');
+});

@@ -184,4 +184,12 @@ fn the_http_api_routes_to_the_handlers_routes_and_a_long_poll_fits_its_timeout()
     // The longest wait, plus a read, fits the function's timeout, which fits API Gateway's 30 s.
     let timeout: u64 = values_of(&function, "Timeout")[0].parse().unwrap();
     assert!(livesync_core::reading::MAX_WAIT.as_secs() < timeout && timeout < 30, "timeout {timeout}");
+    // API Gateway must wait for it too (SAM's default integration timeout is 5 s).
+    let reads: Vec<&str> = events.split("Read:").skip(1).collect();
+    assert_eq!(reads.len(), 2, "a read route on each API");
+    for read in reads {
+        let millis: u64 = values_of(read, "TimeoutInMillis")[0].parse().unwrap();
+        assert!(millis > livesync_core::reading::MAX_WAIT.as_millis() as u64 && millis <= 30_000, "{millis}");
+    }
+    assert!(function.contains("ReservedConcurrentExecutions:"), "waiting readers cannot take every instance");
 }

@@ -147,13 +147,15 @@ impl Connections {
     }
 
     /// Counts `bytes` of an event stream (Server-Sent Events) in the runner's budget, beside
-    /// the WebSocket queues, until the returned guard is dropped; `None` when the budget is
-    /// spent (the stream then ends as too slow, as a WebSocket behind would be closed).
-    pub fn stream_bytes(&self, bytes: usize) -> Option<StreamBytes> {
-        if self.queued_bytes() + bytes > self.budget {
+    /// the WebSocket queues, until the returned guard is dropped; `None` for a stream that is
+    /// `behind` when the budget is spent (it then ends as too slow, as a WebSocket behind
+    /// would be closed).
+    pub fn stream_bytes(&self, bytes: usize, behind: bool) -> Option<StreamBytes> {
+        let queued = self.total.fetch_add(bytes, Ordering::Relaxed);
+        if behind && queued + bytes > self.budget {
+            self.total.fetch_sub(bytes, Ordering::Relaxed);
             return None;
         }
-        self.total.fetch_add(bytes, Ordering::Relaxed);
         Some(StreamBytes { total: self.total.clone(), bytes })
     }
 

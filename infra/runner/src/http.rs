@@ -68,8 +68,15 @@ pub async fn events(
         }
     };
     let event = http_event(&parts, remote, &route, &room, &app, Some(body));
-    // Handled to its end in a task of its own, as a WebSocket frame is: a client that goes away
-    // must not cancel a write that other clients' publishes share (the room's group commit).
+    // A read (a long poll) ends with its client: nothing of it outlives the socket.
+    if route != api::PUBLISH_ROUTE {
+        return response(
+            HttpApi { engine: &app.engine, keyring: &app.authorizer, arrivals: &app.readers }.handle(&event).await,
+        );
+    }
+    // A publish is handled to its end in a task of its own, as a WebSocket frame is: a client
+    // that goes away must not cancel a write that other clients' publishes share (the room's
+    // group commit).
     let handled = tokio::spawn(async move {
         HttpApi { engine: &app.engine, keyring: &app.authorizer, arrivals: &app.readers }.handle(&event).await
     });
@@ -228,10 +235,12 @@ impl Stream {
     async fn send(&mut self, text: String) -> Result<(), StreamEnded> {
         // The chunk before has been taken by the socket when the channel has room again: only a
         // reader that is behind has two chunks counted, and is cut when the budget is spent.
-        if self.chunks.capacity() > 0 {
+        let behind = self.chunks.capacity() == 0;
+        if !behind {
             self.on_its_way = None;
         }
-        let Some(counted) = self.app.connections.stream_bytes(text.len()) else {
+        // As a WebSocket's queue: only a stream that is behind is cut for a spent budget.
+        let Some(counted) = self.app.connections.stream_bytes(text.len(), behind) else {
             return Err(StreamEnded::TooSlow("the runner's send budget is spent"));
         };
         match tokio::time::timeout(STALLED, self.chunks.send(Bytes::from(text))).await {
