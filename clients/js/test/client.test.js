@@ -4,20 +4,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { LiveSync, newId } from '../livesync.js';
-import { startRunner, until } from '../testing/runner.js';
+import { newId } from '../livesync.js';
+import { runnerForTests, until } from '../testing/runner.js';
 
-let runner;
-before(async () => { runner = await startRunner(); });
-after(async () => { await runner.dispose(); });
-
-const clients = [];
-function client(options = {}) {
-  const c = new LiveSync(runner.url, { initialBackoffMs: 20, maxBackoffMs: 200, ...options });
-  clients.push(c);
-  return c;
-}
-after(() => { for (const c of clients) c.close(); });
+const runner = runnerForTests({ before, after });
+const client = (options) => runner.client(options);
 
 // A WebSocket on a network that loses or repeats what the server pushes: `lose(frame)` and
 // `repeat(frame)` choose. Requests and their replies are never touched.

@@ -4,20 +4,10 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { LiveSync } from '../livesync.js';
-import { startRunner, until } from '../testing/runner.js';
+import { runnerForTests, until } from '../testing/runner.js';
 
-let runner;
-before(async () => { runner = await startRunner(); });
-after(async () => { await runner.dispose(); });
-
-const clients = [];
-function client(options = {}) {
-  const c = new LiveSync(runner.url, { initialBackoffMs: 20, maxBackoffMs: 200, ...options });
-  clients.push(c);
-  return c;
-}
-after(() => { for (const c of clients) c.close(); });
+const runner = runnerForTests({ before, after });
+const client = (options) => runner.client(options);
 
 // A WebSocket that a proxy refuses: every attempt fails before it opens.
 class BlockedWebSocket extends EventTarget {

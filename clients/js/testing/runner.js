@@ -2,6 +2,7 @@
 // port of its own that stays the same across restarts, so clients reconnect to the same URL.
 
 import { spawn } from 'node:child_process';
+import { LiveSync } from '../livesync.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -63,4 +64,27 @@ export async function until(check, what, ms = 20_000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+// A runner for one test file, started before its tests and disposed after them, and clients on
+// it that reconnect quickly and are closed after the tests.
+export function runnerForTests({ before, after }) {
+  let started = null;
+  const clients = [];
+  const harness = {
+    get url() { return started.url; },
+    stop: () => started.stop(),
+    start: () => started.start(),
+    client(options = {}) {
+      const c = new LiveSync(started.url, { initialBackoffMs: 20, maxBackoffMs: 200, ...options });
+      clients.push(c);
+      return c;
+    },
+  };
+  before(async () => { started = await startRunner(); });
+  after(async () => {
+    for (const c of clients) c.close();
+    await started?.dispose();
+  });
+  return harness;
 }

@@ -56,22 +56,37 @@ pub struct HttpApi<'a> {
 impl HttpApi<'_> {
     /// One HTTP API request in, its response out. Never fails: every refusal is a response.
     pub async fn handle(&self, event: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
-        let route = event.route_key.as_deref().unwrap_or_default();
-        let Some(room) = event.path_parameters.get("room") else {
-            return error(ErrorCode::NotFound, format!("no such route: {route}; see docs/PROTOCOL.md (HTTP)"));
+        let answer = match event.route_key.as_deref().unwrap_or_default() {
+            PUBLISH_ROUTE => self.publish(event).await,
+            READ_ROUTE => self.read(event).await,
+            route => Err(refuse(ErrorCode::NotFound, format!("no such route: {route}; see docs/PROTOCOL.md (HTTP)"))),
         };
-        if let Err(invalid) = check_name("room", room) {
-            return error(invalid.code, invalid.message);
+        answer.unwrap_or_else(|refused| *refused)
+    }
+
+    /// What every read of a room needs, a GET's or (in the runner) an event stream's: a valid
+    /// room name, a caller its token lets read it, and the seq to read after: `resume` (a
+    /// stream's `Last-Event-ID`) if given, else `?since=` (0 if absent).
+    pub async fn start_reading<'e>(
+        &self,
+        event: &'e ApiGatewayV2httpRequest,
+        resume: Option<&str>,
+    ) -> Result<(&'e str, u64), Box<ApiGatewayV2httpResponse>> {
+        let room = room(event)?;
+        let caller = self.caller(event).await.map_err(|refusal| Box::new(refused(&refusal)))?;
+        if !caller.may(Access::Read(room)) {
+            let message = format!("your token does not grant read access to room {room:?}");
+            return Err(refuse(ErrorCode::Forbidden, message));
         }
-        let caller = match self.caller(event).await {
-            Ok(caller) => caller,
-            Err(refusal) => return refused(&refusal),
+        let since = match resume.or(event.query_string_parameters.first("since")).map(str::parse::<u64>) {
+            None => 0,
+            Some(Ok(since)) => since,
+            Some(Err(_)) => {
+                let message = "since (or Last-Event-ID) must be a seq: a whole number, 0 or more";
+                return Err(refuse(ErrorCode::BadRequest, message));
+            }
         };
-        match route {
-            PUBLISH_ROUTE => self.publish(event, &caller, room).await,
-            READ_ROUTE => self.read(event, &caller, room).await,
-            _ => error(ErrorCode::NotFound, format!("no such route: {route}; see docs/PROTOCOL.md (HTTP)")),
-        }
+        Ok((room, since))
     }
 
     /// Who is asking: a backend whose SigV4 signature API Gateway checked (the IAM API's
@@ -91,26 +106,18 @@ impl HttpApi<'_> {
         self.keyring.authorize(token, origin, &format!("http-request:{request}")).await
     }
 
-    async fn publish(&self, event: &ApiGatewayV2httpRequest, caller: &Caller, room: &str) -> ApiGatewayV2httpResponse {
-        let body = match body(event) {
-            Ok(body) => body,
-            Err(refused) => return *refused,
-        };
-        let fields = match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(serde_json::Value::Object(fields)) => fields,
-            Ok(_) => {
-                return error(
-                    ErrorCode::BadRequest,
-                    "the body must be a JSON object: {\"data\": ..., \"id\"?: \"...\"}",
-                );
+    async fn publish(&self, event: &ApiGatewayV2httpRequest) -> Answer {
+        let room = room(event)?;
+        let caller = self.caller(event).await.map_err(|refusal| Box::new(refused(&refusal)))?;
+        let body = body(event)?;
+        let shape = "the body is a JSON object: {\"data\": ..., \"id\"?: \"...\"}";
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(fields)) if fields.contains_key("data") => {}
+            Ok(serde_json::Value::Object(_)) => {
+                return Err(refuse(ErrorCode::BadRequest, format!("missing field \"data\": {shape}")));
             }
-            Err(e) => return error(ErrorCode::BadRequest, format!("the body is not JSON: {e}")),
-        };
-        if !fields.contains_key("data") {
-            return error(
-                ErrorCode::BadRequest,
-                "missing field \"data\": the body is {\"data\": ..., \"id\"?: \"...\"}",
-            );
+            Ok(_) => return Err(refuse(ErrorCode::BadRequest, format!("not an object: {shape}"))),
+            Err(e) => return Err(refuse(ErrorCode::BadRequest, format!("the body is not JSON: {e}"))),
         }
         // The body's own text goes into the frame, so the engine's parser sees it as sent: a
         // member named twice is refused there (parsers disagree on which one wins), as over a
@@ -119,34 +126,24 @@ impl HttpApi<'_> {
         let members = text.trim_start().strip_prefix('{').unwrap_or_default();
         let frame = format!(r#"{{"action":"publish","room":{},{members}"#, serde_json::Value::from(room));
         let request_id = event.request_context.request_id.clone().unwrap_or_else(|| session(event));
-        match self.engine.handle(caller, &session(event), &request_id, &frame).await {
+        Ok(match self.engine.handle(&caller, &session(event), &request_id, &frame).await {
             ServerFrame::Ack { room, seq, id, .. } => json(200, &Acked { room, seq, id }),
             refusal => refusal_response(&refusal),
-        }
+        })
     }
 
-    async fn read(&self, event: &ApiGatewayV2httpRequest, caller: &Caller, room: &str) -> ApiGatewayV2httpResponse {
-        let query = &event.query_string_parameters;
-        let since = match query.first("since").map(str::parse::<u64>) {
-            None => 0,
-            Some(Ok(since)) => since,
-            Some(Err(_)) => return error(ErrorCode::BadRequest, "since must be a seq: a whole number, 0 or more"),
-        };
-        let wait = match query.first("wait").map(str::parse::<u64>) {
+    async fn read(&self, event: &ApiGatewayV2httpRequest) -> Answer {
+        let (room, since) = self.start_reading(event, None).await?;
+        let wait = match event.query_string_parameters.first("wait").map(str::parse::<u64>) {
             None => Duration::ZERO,
             Some(Ok(secs)) if Duration::from_secs(secs) <= MAX_WAIT => Duration::from_secs(secs),
             Some(_) => {
-                return error(
-                    ErrorCode::BadRequest,
-                    format!("wait must be a whole number of seconds, at most {}", MAX_WAIT.as_secs()),
-                );
+                let message = format!("wait must be a whole number of seconds, at most {}", MAX_WAIT.as_secs());
+                return Err(refuse(ErrorCode::BadRequest, message));
             }
         };
-        if !caller.may(Access::Read(room)) {
-            return error(ErrorCode::Forbidden, format!("your token does not grant read access to room {room:?}"));
-        }
         let mut watch = self.arrivals.watch(room);
-        match reading::poll(self.engine.store().as_ref(), watch.as_mut(), room, since, wait).await {
+        Ok(match reading::poll(self.engine.store().as_ref(), watch.as_mut(), room, since, wait).await {
             Ok(Polled::Page { head, page }) => {
                 json(200, &RoomPage { room, seq: head, events: &page.events, more: page.more })
             }
@@ -155,8 +152,22 @@ impl HttpApi<'_> {
                 tracing::error!(room, error = %Chain(&e), "HTTP read failed");
                 error(ErrorCode::Internal, "the server failed to read the room; try again")
             }
-        }
+        })
     }
+}
+
+/// A handler's answer; a refusal is boxed (a response is large) and answered as it is.
+type Answer = Result<ApiGatewayV2httpResponse, Box<ApiGatewayV2httpResponse>>;
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Box<ApiGatewayV2httpResponse> {
+    Box::new(error(code, message))
+}
+
+/// The room a request's path names, if its name is valid.
+fn room(event: &ApiGatewayV2httpRequest) -> Result<&str, Box<ApiGatewayV2httpResponse>> {
+    let room = event.path_parameters.get("room").map(String::as_str).unwrap_or_default();
+    check_name("room", room).map_err(|invalid| refuse(invalid.code, invalid.message))?;
+    Ok(room)
 }
 
 /// The rate-limit bucket of an anonymous HTTP caller: its address, as a connection's is its

@@ -21,7 +21,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use livesync_core::access::Access;
 use livesync_core::engine::Chain;
 use livesync_core::protocol::{ErrorCode, ServerFrame};
 use livesync_core::reading::{self, Arrivals, Polled};
@@ -120,30 +119,13 @@ pub async fn stream(
 ) -> Response {
     let (parts, _) = request.into_parts();
     let event = http_event(&parts, remote, STREAM_ROUTE, &room, &app, None);
-    if let Err(invalid) = livesync_core::protocol::check_name("room", &room) {
-        return response(api::error(invalid.code, invalid.message));
-    }
-    let http = HttpApi { engine: &app.engine, keyring: &app.authorizer, arrivals: &app.readers };
-    let caller = match http.caller(&event).await {
-        Ok(caller) => caller,
-        Err(refusal) => return response(api::refused(&refusal)),
-    };
-    if !caller.may(Access::Read(&room)) {
-        let message = format!("your token does not grant read access to room {room:?}");
-        return response(api::error(ErrorCode::Forbidden, message));
-    }
     // A reconnecting EventSource says where it was; a new one may say `since`.
     let resume =
         parts.headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|id| !id.is_empty());
-    let since = match resume.or(event.query_string_parameters.first("since")).map(str::parse::<u64>) {
-        None => 0,
-        Some(Ok(since)) => since,
-        Some(Err(_)) => {
-            return response(api::error(
-                ErrorCode::BadRequest,
-                "since (or Last-Event-ID) must be a seq: a whole number",
-            ));
-        }
+    let http = HttpApi { engine: &app.engine, keyring: &app.authorizer, arrivals: &app.readers };
+    let since = match http.start_reading(&event, resume).await {
+        Ok((_, since)) => since,
+        Err(refused) => return response(*refused),
     };
     let (chunks, body) = mpsc::channel::<Bytes>(STREAM_AHEAD);
     tokio::spawn(follow(app.clone(), room, since, chunks));

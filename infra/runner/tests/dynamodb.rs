@@ -208,3 +208,47 @@ async fn on_dynamodb_concurrent_buyers_never_oversell_and_the_dashboard_sees_eve
     signal(&runner, "TERM");
     assert!(wait_for_exit(runner).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_http_publishes_racing_with_retries_store_each_id_once_and_wake_a_long_poll() {
+    let moto = OnMoto::new("http");
+    let (runner, url) = moto.start();
+    // A long poll waits for the room's first event, woken through the table's stream.
+    let poll = {
+        let url = url.clone();
+        tokio::spawn(async move { common::http(&url, "GET", "/rooms/race/events?since=0&wait=25", "").await })
+    };
+
+    // Three backends POST 10 events each with ids, at once, and send every one of them twice
+    // (a retry after a timeout), also at once.
+    let posts: Vec<_> = (0..3)
+        .flat_map(|w| (0..10).flat_map(move |n| [(w, n), (w, n)]))
+        .map(|(w, n)| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let body = json!({ "id": format!("b{w}-{n}"), "data": n }).to_string();
+                let (status, ack) = common::http(&url, "POST", "/rooms/race/events", &body).await;
+                assert_eq!(status, 200, "{ack}");
+                (ack["id"].as_str().unwrap().to_owned(), ack["seq"].as_u64().unwrap())
+            })
+        })
+        .collect();
+    let mut acks = std::collections::BTreeMap::new();
+    for post in posts {
+        let (id, seq) = post.await.unwrap();
+        assert_eq!(*acks.entry(id).or_insert(seq), seq, "a retry gets the seq of the first");
+    }
+    let mut seqs: Vec<u64> = acks.values().copied().collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>(), "30 ids, 30 events, no gap");
+
+    let (status, woken) = poll.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(woken["events"][0]["seq"], 1, "{woken}");
+    let (_, page) = common::http(&url, "GET", "/rooms/race/events?since=0", "").await;
+    let stored: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(stored, (1..=30).collect::<Vec<_>>());
+
+    signal(&runner, "TERM");
+    assert!(wait_for_exit(runner).success());
+}

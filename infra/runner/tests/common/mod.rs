@@ -63,3 +63,24 @@ pub async fn call(socket: &mut Socket, frame: Value) -> Value {
 pub async fn next_push(socket: &mut Socket) -> Value {
     tokio::time::timeout(Duration::from_secs(30), socket.next_push()).await.expect("no push arrived").unwrap()
 }
+
+/// One HTTP request to the runner at `url` (its `ws://` address), as curl sends it; returns
+/// the status and the JSON body (the runner answers each request and closes the socket).
+pub async fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut socket = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(60), socket.read_to_string(&mut answer))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{answer}"));
+    let json = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {answer}")))
+}
