@@ -14,8 +14,10 @@ Usage: python scripts/moto_server.py -H 127.0.0.1 -p 5005   (the arguments of mo
 """
 
 import functools
+import gc
 import sys
 import threading
+import time
 
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
@@ -59,6 +61,20 @@ def _transact_keeping_streams(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = _transact_keeping_streams
+
+
+def _collect_cycles():
+    # moto copies every table for each transaction (to restore them if it is cancelled), and a
+    # table and its stream shard point at each other: each copy is a reference cycle, which only
+    # the cycle collector frees. With many long-lived items, Python runs that collector ever
+    # more rarely, and the copies pile up (over 20 GB in 13 minutes of the cost table). Collect
+    # them on a steady beat instead.
+    while True:
+        time.sleep(1)
+        gc.collect()
+
+
+threading.Thread(target=_collect_cycles, daemon=True).start()
 
 if __name__ == "__main__":
     main(sys.argv[1:])

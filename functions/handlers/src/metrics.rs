@@ -6,6 +6,9 @@
 //! are those the alarms in `template.yaml` watch, and those the local runner logs as structured
 //! lines: the same names in both places.
 
+use crate::authorizer::Refusal;
+use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerResponse;
+use aws_lambda_events::iam::IamPolicyEffect;
 use livesync_core::FanoutReport;
 use livesync_core::protocol::{ErrorCode, ServerFrame};
 use serde_json::{Value, json};
@@ -107,6 +110,49 @@ pub fn message_line(reply: &ServerFrame, now_ms: u64) -> String {
         .line(now_ms)
 }
 
+/// The HTTP function's figures for one request, read off its response: a publish stored, a read
+/// answered (at once or after a long poll), a write refused on a condition, a caller refused (no
+/// valid token, or no grant), a refusal for the rate, or a server failure.
+pub fn http_line(route: &str, status: i64, now_ms: u64) -> String {
+    let ok = status == 200;
+    let count = |holds: bool| u64::from(holds);
+    Emf::new("Function", "http")
+        .count("Requests", 1)
+        .count("Publishes", count(ok && route == crate::http::PUBLISH_ROUTE))
+        .count("Reads", count(ok && route == crate::http::READ_ROUTE))
+        .count("Conflicts", count(status == 409))
+        .count("Refused", count(status == 401 || status == 403))
+        .count("RateLimited", count(status == 429))
+        .count("InternalErrors", count(status >= 500))
+        .line(now_ms)
+}
+
+/// The authorizer's figures for one `$connect`: let in, refused for its token (401), or denied
+/// for its origin (403). A sudden rise of the refusals is someone trying tokens.
+pub fn authorizer_line(outcome: &Result<ApiGatewayCustomAuthorizerResponse, Refusal>, now_ms: u64) -> String {
+    let denied = |response: &ApiGatewayCustomAuthorizerResponse| {
+        response.policy_document.statement.iter().any(|statement| statement.effect == IamPolicyEffect::Deny)
+    };
+    let (allowed, unauthorized, forbidden) = match outcome {
+        Err(Refusal::Unauthorized(_)) => (0, 1, 0),
+        Err(Refusal::Forbidden(_)) => (0, 0, 1),
+        Ok(response) if denied(response) => (0, 0, 1),
+        Ok(_) => (1, 0, 0),
+    };
+    Emf::new("Function", "authorizer")
+        .count("Allowed", allowed)
+        .count("Unauthorized", unauthorized)
+        .count("Forbidden", forbidden)
+        .line(now_ms)
+}
+
+/// The `$connect` and `$disconnect` functions' figures: one per connection opened or closed,
+/// and whether handling it failed (a `$disconnect` that fails leaves the connection's
+/// subscriptions for the fanout to find gone).
+pub fn connection_line(function: &'static str, failed: bool, now_ms: u64) -> String {
+    Emf::new("Function", function).count("Requests", 1).count("InternalErrors", u64::from(failed)).line(now_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +232,61 @@ mod tests {
         assert_eq!(figures(&ServerFrame::error(ErrorCode::RateLimited, "slow down", None)), [0, 0, 1, 0]);
         assert_eq!(figures(&ServerFrame::error(ErrorCode::Internal, "store down", None)), [0, 0, 0, 1]);
         assert_eq!(figures(&ServerFrame::error(ErrorCode::BadRequest, "no", None)), [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn an_http_request_counts_by_its_route_and_status() {
+        use crate::http::{PUBLISH_ROUTE, READ_ROUTE};
+        let figures = |route: &str, status: i64| {
+            let line = parse(&http_line(route, status, 1));
+            assert_eq!(line["Function"], "http");
+            names(&line, "Function");
+            ["Requests", "Publishes", "Reads", "Conflicts", "Refused", "RateLimited", "InternalErrors"]
+                .map(|name| line[name].as_u64().unwrap())
+        };
+        assert_eq!(figures(PUBLISH_ROUTE, 200), [1, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(figures(READ_ROUTE, 200), [1, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(figures(PUBLISH_ROUTE, 409), [1, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(figures(READ_ROUTE, 401), [1, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(figures(PUBLISH_ROUTE, 403), [1, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(figures(PUBLISH_ROUTE, 429), [1, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(figures(READ_ROUTE, 503), [1, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(figures("GET /nowhere", 404), [1, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_connect_counts_as_allowed_unauthorized_or_forbidden() {
+        use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerPolicy;
+        use aws_lambda_events::iam::IamPolicyStatement;
+        let figures = |outcome: Result<ApiGatewayCustomAuthorizerResponse, Refusal>| {
+            let line = parse(&authorizer_line(&outcome, 1));
+            assert_eq!(line["Function"], "authorizer");
+            names(&line, "Function");
+            ["Allowed", "Unauthorized", "Forbidden"].map(|name| line[name].as_u64().unwrap())
+        };
+        let with = |effect: IamPolicyEffect| {
+            let mut statement = IamPolicyStatement::default();
+            statement.effect = effect;
+            let mut policy = ApiGatewayCustomAuthorizerPolicy::default();
+            policy.statement = vec![statement];
+            let mut response = ApiGatewayCustomAuthorizerResponse::default();
+            response.policy_document = policy;
+            response
+        };
+        assert_eq!(figures(Ok(with(IamPolicyEffect::Allow))), [1, 0, 0]);
+        assert_eq!(figures(Ok(with(IamPolicyEffect::Deny))), [0, 0, 1]);
+        assert_eq!(figures(Err(Refusal::Unauthorized("bad signature".into()))), [0, 1, 0]);
+        assert_eq!(figures(Err(Refusal::Forbidden("origin".into()))), [0, 0, 1]);
+    }
+
+    #[test]
+    fn a_connection_event_counts_once_and_its_failure_apart() {
+        let failed = parse(&connection_line("disconnect", true, 1));
+        assert_eq!(
+            (failed["Function"].as_str(), failed["Requests"].as_u64(), failed["InternalErrors"].as_u64()),
+            (Some("disconnect"), Some(1), Some(1))
+        );
+        names(&failed, "Function");
+        assert_eq!(parse(&connection_line("connect", false, 1))["InternalErrors"], 0);
     }
 }

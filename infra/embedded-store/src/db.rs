@@ -155,6 +155,20 @@ pub struct Db<'a> {
     full: bool,
 }
 
+/// The last change-log id every open feed has read; with no feed open, `committed`, the last id
+/// committed. Taken under the feeds lock, so a feed cannot register between reading the cursors
+/// and choosing the bound. Never past `committed`: changes of the batch a trim runs in are not
+/// committed yet, and a feed opened now starts at `committed`.
+pub fn read_by_every_feed(feeds: &FeedCursors, committed: i64) -> i64 {
+    let mut feeds = feeds.lock().expect("feed cursors lock");
+    feeds.retain(|cursor| cursor.strong_count() > 0);
+    feeds
+        .iter()
+        .filter_map(|cursor| cursor.upgrade())
+        .map(|cursor| cursor.load(Ordering::Acquire))
+        .fold(committed, i64::min)
+}
+
 /// What one sweep removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
@@ -383,6 +397,17 @@ impl<'a> Db<'a> {
             .collect()
     }
 
+    /// Deletes the change-log entries up to `bound` (see [`read_by_every_feed`]).
+    pub fn trim_change_log(&mut self, bound: i64) -> Result<usize, StoreError> {
+        let trimmed = self.sql.execute("DELETE FROM changes WHERE id <= ?1", params![bound]);
+        self.check(trimmed)
+    }
+
+    pub fn change_log_len(&mut self) -> Result<u64, StoreError> {
+        let len = self.sql.query_row("SELECT COUNT(*) FROM changes", [], |row| row.get::<_, i64>(0));
+        Ok(self.check(len)? as u64)
+    }
+
     /// Deletes expired items (logging each removal) and the change-log entries every open feed
     /// has read; with no feed open, every entry up to `committed`, the last id committed.
     pub fn sweep(&mut self, feeds: &FeedCursors, committed: i64) -> Result<SweepReport, StoreError> {
@@ -399,20 +424,7 @@ impl<'a> Db<'a> {
         )?;
         // Freeing first (the read change log, then the expired items), writing last: a store at
         // its size limit can then still sweep itself free.
-        // Under the feeds lock, so a feed cannot register between reading the cursors and
-        // choosing the bound. Never past `committed`: changes of the batch this sweep runs in
-        // are not committed yet, and a feed opened now starts at `committed`.
-        let bound = {
-            let mut feeds = feeds.lock().expect("feed cursors lock");
-            feeds.retain(|cursor| cursor.strong_count() > 0);
-            feeds
-                .iter()
-                .filter_map(|cursor| cursor.upgrade())
-                .map(|cursor| cursor.load(Ordering::Acquire))
-                .fold(committed, i64::min)
-        };
-        let pruned = self.sql.execute("DELETE FROM changes WHERE id <= ?1", params![bound]);
-        let pruned_changes = self.check(pruned)?;
+        let pruned_changes = self.trim_change_log(read_by_every_feed(feeds, committed))?;
         let expired_items = expired.len();
         let mut last_expired: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         for (pk, sk, attrs) in expired {

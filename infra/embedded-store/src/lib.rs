@@ -14,8 +14,9 @@
 //! * **A change log table.** Every change is appended, in the same SQLite transaction, to
 //!   `changes` with a monotonic id. The change feed reads that log after a cursor, so the order is
 //!   commit order, writers never wait for readers, and a slow fanout cannot block a publish.
-//!   Entries every open feed has read are pruned by the periodic sweep, which also deletes items
-//!   past their TTL (emitting `Remove` changes, as DynamoDB's TTL deletions do).
+//!   Entries every open feed has read are trimmed within a second (one range delete, riding
+//!   along with the next commit), and the periodic sweep deletes items past their TTL (emitting
+//!   `Remove` changes, as DynamoDB's TTL deletions do).
 //!
 //! Another process may write the same file (`livesync jobs run` beside a serving runner): a
 //! change feed also looks at the log every [`FOREIGN_WRITES_POLL`], so such writes reach the
@@ -93,8 +94,11 @@ const GROUP_COMMIT_JOBS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How often expired items and fully read change-log entries are removed.
+    /// How often expired items are removed.
     pub sweep_every: Duration,
+    /// How often the change-log entries every open feed has read are removed. Often, so the log
+    /// stays as short as the slowest feed's lag rather than growing for a whole sweep interval.
+    pub trim_every: Duration,
     /// The most the database may grow to; past it writes fail with [`StoreError::Full`], as on
     /// a full disk, while reads go on. `None`: as large as the disk allows.
     pub max_bytes: Option<u64>,
@@ -102,7 +106,16 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sweep_every: Duration::from_secs(60), max_bytes: None }
+        Options { sweep_every: Duration::from_secs(60), trim_every: Duration::from_secs(1), max_bytes: None }
+    }
+}
+
+impl Options {
+    /// For a process that writes beside a serving runner (a job, a restore check): it neither
+    /// sweeps nor trims, since the change log's entries are the runner's fanout's to read.
+    pub fn beside_a_runner() -> Self {
+        let never = Duration::from_secs(365 * 24 * 3600);
+        Options { sweep_every: never, trim_every: never, ..Options::default() }
     }
 }
 
@@ -159,6 +172,12 @@ impl EmbeddedStore {
     pub async fn partitions(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let prefix = prefix.to_owned();
         self.read(move |db| db.partitions(&prefix)).await
+    }
+
+    /// How many entries the change log holds: those some open feed has yet to read, and those
+    /// read since the last trim.
+    pub async fn change_log_len(&self) -> Result<u64, StoreError> {
+        self.read(|db| db.change_log_len()).await
     }
 
     /// Runs the sweep now rather than at its next interval.
@@ -220,8 +239,10 @@ fn store_thread(
     options: Options,
 ) {
     let mut next_sweep = std::time::Instant::now() + options.sweep_every;
+    let mut next_trim = std::time::Instant::now() + options.trim_every;
+    let mut trimmed_through = 0;
     loop {
-        let wait = next_sweep.saturating_duration_since(std::time::Instant::now());
+        let wait = next_sweep.min(next_trim).saturating_duration_since(std::time::Instant::now());
         let first = match inbox.recv_timeout(wait) {
             Ok(job) => Some(job),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -234,7 +255,8 @@ fn store_thread(
                 Err(_) => break,
             }
         }
-        if std::time::Instant::now() >= next_sweep {
+        let now = std::time::Instant::now();
+        if now >= next_sweep {
             let feeds = feeds.clone();
             let committed_before = *committed.borrow();
             batch.push(Box::new(move |db| {
@@ -243,7 +265,23 @@ fn store_thread(
                 }
                 Box::new(|_| {})
             }));
-            next_sweep = std::time::Instant::now() + options.sweep_every;
+            next_sweep = now + options.sweep_every;
+        } else if now >= next_trim {
+            // Only when some feed moved on: an idle store writes nothing.
+            let bound = db::read_by_every_feed(&feeds, *committed.borrow());
+            if bound > trimmed_through {
+                trimmed_through = bound;
+                batch.push(Box::new(move |db| {
+                    if let Err(error) = db.trim_change_log(bound) {
+                        tracing::warn!(%error, "change log trim failed");
+                    }
+                    Box::new(|_| {})
+                }));
+            }
+            next_trim = now + options.trim_every;
+        }
+        if batch.is_empty() {
+            continue;
         }
         db::run_batch(&mut connection, batch, |last_change| {
             committed.send_if_modified(|seen| {

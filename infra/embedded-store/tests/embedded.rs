@@ -4,8 +4,10 @@ use livesync_core::store::{Attr, ChangeKind, Condition, Item, Key, Query, SortKe
 use livesync_embedded_store::{EmbeddedStore, Options};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A store that trims its change log only when a test sweeps it, so what a sweep reports is
+/// exact.
 fn open(dir: &std::path::Path) -> EmbeddedStore {
-    EmbeddedStore::open(dir, Options::default()).unwrap()
+    EmbeddedStore::open(dir, Options { trim_every: Duration::from_secs(3600), ..Options::default() }).unwrap()
 }
 
 fn now_secs() -> i64 {
@@ -87,6 +89,48 @@ async fn the_sweep_keeps_changes_an_open_feed_has_not_read() {
 
     let rest = tokio::time::timeout(Duration::from_secs(20), feed.next_batch(10)).await.unwrap().unwrap();
     assert_eq!(rest.iter().map(|c| c.key.sk.as_str()).collect::<Vec<_>>(), vec!["k2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_log_is_trimmed_to_what_the_slowest_feed_has_yet_to_read_without_a_sweep() {
+    // GIVEN a store that sweeps once an hour, with two open feeds,
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        EmbeddedStore::open(dir.path(), Options { sweep_every: Duration::from_secs(3600), ..Options::default() })
+            .unwrap();
+    let mut fast = store.change_feed().await.unwrap();
+    let mut slow = store.change_feed().await.unwrap();
+    // WHEN 100 items are written, one feed reads them all and the other the first 40,
+    for i in 0..100 {
+        store.put(Item::new(Key::new("P", format!("k{i:03}"))), Condition::Always).await.unwrap();
+    }
+    let mut read = 0;
+    while read < 100 {
+        read += tokio::time::timeout(Duration::from_secs(20), fast.next_batch(100)).await.unwrap().unwrap().len();
+    }
+    let first = tokio::time::timeout(Duration::from_secs(20), slow.next_batch(40)).await.unwrap().unwrap();
+    assert_eq!(first.len(), 40);
+    // THEN the log soon holds just the 60 the slow feed has yet to read (a trim that ignored it
+    // would go from 100 to 0 and never hold 60),
+    wait_for_log_len(&store, 60).await;
+    // and once it has read them too, nothing.
+    let rest = tokio::time::timeout(Duration::from_secs(20), slow.next_batch(100)).await.unwrap().unwrap();
+    assert_eq!(rest.first().map(|c| c.key.sk.as_str()), Some("k040"));
+    assert_eq!(rest.len(), 60);
+    wait_for_log_len(&store, 0).await;
+    assert_eq!(store.query(Query::new("P", SortKeys::All, 1000)).await.unwrap().items.len(), 100, "items stay");
+}
+
+async fn wait_for_log_len(store: &EmbeddedStore, expected: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let len = store.change_log_len().await.unwrap();
+        if len == expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the change log still holds {len} entries, not {expected}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,10 +43,9 @@ async fn open(data: &StoreArgs) -> Result<Arc<dyn Store>, CommandError> {
             data.data_dir.display()
         )));
     }
-    // A long sweep interval: this process's change feeds are not the runner's, and its sweep
-    // must not prune changes the runner's fanout has yet to read.
-    let options = Options { sweep_every: Duration::from_secs(365 * 24 * 3600), ..Options::default() };
-    Ok(open_store(data, options).await?)
+    // This process's change feeds are not the runner's: it must not prune changes the runner's
+    // fanout has yet to read.
+    Ok(open_store(data, Options::beside_a_runner()).await?)
 }
 
 /// A progress bar for work that takes more than a moment; hidden until then, and when stderr is

@@ -93,12 +93,15 @@ async fn jobs_run_beside_a_serving_runner_then_backups_restore_and_report() {
     // a second runner on the same directory is refused, and so is a restore under the runner
     let second = livesync(&["--data-dir", data_dir, "--listen", "127.0.0.1:0", "--management-listen", "127.0.0.1:0"]);
     let said = refusal(&second);
+    let holder = format!("(process {})", runner.id());
     assert!(
-        said.contains("is in use by another LiveSync runner or restore") && said.contains("stop it first"),
+        said.contains("is in use by another LiveSync runner or restore")
+            && said.contains(&holder)
+            && said.contains("stop it first"),
         "{said}"
     );
     let said = refusal(&livesync(&["restore", &file, "--data-dir", data_dir, "--force"]));
-    assert!(said.contains("is in use"), "{said}");
+    assert!(said.contains("is in use") && said.contains(&holder), "{said}");
 
     // restore into a new directory; a second time is refused, then forced
     let restored = dir.path().join("restored");

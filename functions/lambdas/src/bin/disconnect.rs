@@ -2,6 +2,7 @@
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use livesync_handlers::metrics;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -9,7 +10,9 @@ async fn main() -> Result<(), Error> {
     let config = livesync_lambdas::Config::from_env();
     let engine = &livesync_lambdas::engine(&config).await;
     run(service_fn(move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-        livesync_handlers::disconnect(engine, event.payload).await.map_err(Error::from)
+        let outcome = livesync_handlers::disconnect(engine, event.payload).await;
+        println!("{}", metrics::connection_line("disconnect", outcome.is_err(), metrics::now_ms()));
+        outcome.map_err(Error::from)
     }))
     .await
 }

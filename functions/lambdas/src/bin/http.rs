@@ -5,6 +5,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use livesync_core::reading::LookAgain;
 use livesync_handlers::http::{HttpApi, LOOK_AGAIN_EVERY};
+use livesync_handlers::metrics;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -14,7 +15,10 @@ async fn main() -> Result<(), Error> {
     // A Lambda sees no change feed: a long poll looks at the room again every so often.
     let arrivals = &LookAgain { every: LOOK_AGAIN_EVERY };
     run(service_fn(move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-        Ok::<_, Error>(HttpApi { engine, keyring, arrivals }.handle(&event.payload).await)
+        let response = HttpApi { engine, keyring, arrivals }.handle(&event.payload).await;
+        let route = event.payload.route_key.as_deref().unwrap_or_default();
+        println!("{}", metrics::http_line(route, response.status_code, metrics::now_ms()));
+        Ok::<_, Error>(response)
     }))
     .await
 }
