@@ -195,6 +195,49 @@ async fn with_tokens_on_a_request_needs_a_token_that_grants_the_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_an_allowed_origin_may_call_the_http_routes_and_one_on_another_may_not() {
+    // GIVEN a runner that lets pages on http://app.example connect,
+    let local = Local::start_with(|config| config.auth.allow_origins = Some("http://app.example".to_owned())).await;
+    let base = local.http_url();
+    let preflight = |origin: &'static str| {
+        let base = base.clone();
+        async move {
+            let headers = [
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type"),
+            ];
+            request(&base, "OPTIONS", "/rooms/shop/events", &headers, "").await
+        }
+    };
+    // WHEN such a page's browser asks before a POST, THEN it is told what it may send;
+    let allowed = preflight("http://app.example").await;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.headers.get("access-control-allow-origin").map(String::as_str), Some("http://app.example"));
+    assert!(allowed.headers["access-control-allow-methods"].contains("POST"), "{allowed:?}");
+    assert!(allowed.headers["access-control-allow-headers"].contains("content-type"), "{allowed:?}");
+    assert_eq!(allowed.headers.get("access-control-max-age").map(String::as_str), Some("600"));
+    // and its POST and GET are answered with the header that lets the page read them.
+    let origin = [("origin", "http://app.example"), ("content-type", "application/json")];
+    let posted = request(&base, "POST", "/rooms/shop/events", &origin, r#"{"data": 1}"#).await;
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    assert_eq!(posted.headers.get("access-control-allow-origin").map(String::as_str), Some("http://app.example"));
+    let read = request(&base, "GET", "/rooms/shop/events?since=0", &origin[..1], "").await;
+    assert_eq!(read.json()["seq"], 1);
+    assert_eq!(read.headers.get("access-control-allow-origin").map(String::as_str), Some("http://app.example"));
+
+    // WHEN a page on another origin tries, THEN its browser gets no permission to read, and
+    // the write itself is refused.
+    let elsewhere = preflight("http://evil.example").await;
+    assert_eq!(elsewhere.headers.get("access-control-allow-origin"), None, "{elsewhere:?}");
+    let evil = [("origin", "http://evil.example"), ("content-type", "application/json")];
+    let refused = request(&base, "POST", "/rooms/shop/events", &evil, r#"{"data": 2}"#).await;
+    assert_eq!((refused.status, refused.json()["code"].clone()), (403, json!("forbidden")));
+    assert_eq!(refused.headers.get("access-control-allow-origin"), None);
+    assert_eq!(get(&base, "/rooms/shop/events?since=0").await.json()["seq"], 1, "nothing stored from there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_whose_reader_takes_nothing_is_ended_and_the_server_goes_on() {
     // A budget smaller than two events: a stream behind by one more is cut at once.
     let local = Local::start_with(|config| config.limits.send_budget_bytes = 150 * 1024).await;

@@ -19,17 +19,19 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_lambda_events::encodings::Body as LambdaBody;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use livesync_core::engine::Chain;
 use livesync_core::protocol::{ErrorCode, ServerFrame};
 use livesync_core::reading::{self, Arrivals, Polled};
+use livesync_handlers::authorizer::Origins;
 use livesync_handlers::http::{self as api, HttpApi, MAX_BODY_BYTES};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The stream route (runner only).
 pub const STREAM_ROUTE: &str = "GET /rooms/{room}/stream";
@@ -49,8 +51,29 @@ const DRAIN_BYTES: usize = 1024 * 1024;
 /// How long a disconnected `EventSource` waits before it reconnects (the `retry:` field).
 const RECONNECT_MS: u64 = 1_000;
 
+/// What a browser page on another origin may send, as the template's `HttpApi`
+/// `CorsConfiguration` lets it (a test holds the two equal).
+pub const CORS_METHODS: [&str; 2] = ["GET", "POST"];
+pub const CORS_HEADERS: [&str; 2] = ["authorization", "content-type"];
+pub const CORS_MAX_AGE_SECS: u64 = 600;
+
+/// Cross-origin requests to the HTTP routes, answered as API Gateway answers them for the HTTP
+/// API: a preflight from an allowed origin gets the methods and headers above; a request from
+/// one gets `Access-Control-Allow-Origin`. The origins are those allowed to open a WebSocket
+/// (`--allow-origins`); from any other, the browser withholds the answer (and the handler
+/// refuses the request with 403 as well).
+pub fn cors(origins: Origins) -> CorsLayer {
+    let methods = CORS_METHODS.map(|method| Method::from_bytes(method.as_bytes()).expect("a method"));
+    let headers = CORS_HEADERS.map(HeaderName::from_static);
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| origin.to_str().is_ok_and(|o| origins.allows(Some(o)))))
+        .allow_methods(methods)
+        .allow_headers(headers)
+        .max_age(Duration::from_secs(CORS_MAX_AGE_SECS))
+}
+
 /// `POST|GET /rooms/{room}/events`, through the HTTP Lambda's handler.
-pub async fn events(
+pub(crate) async fn events(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
@@ -111,7 +134,7 @@ async fn read_body(body: Body) -> Result<Bytes, Box<ApiGatewayV2httpResponse>> {
 }
 
 /// `GET /rooms/{room}/stream`: Server-Sent Events.
-pub async fn stream(
+pub(crate) async fn stream(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,

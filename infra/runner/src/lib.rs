@@ -24,7 +24,7 @@ pub mod cli;
 pub mod commands;
 pub mod connections;
 pub mod gateway;
-mod http;
+pub mod http;
 mod management;
 pub mod mapping;
 mod page;
@@ -425,10 +425,11 @@ impl Runner {
         };
         let (listener, local_addr) = bind(config.listen).await?;
         let (management_listener, management_addr) = bind(config.management_listen).await?;
-        let authorizer = authorizer.with_origins(match &config.auth.allow_origins {
+        let origins = match &config.auth.allow_origins {
             Some(list) => Origins::parse(list),
             None => Origins::Only(own_origins(local_addr)),
-        });
+        };
+        let authorizer = authorizer.with_origins(origins.clone());
         let open = authorizer.is_open();
         // JWKS keys follow the provider's rotation; a secret or a PEM key is fixed.
         let authorizer = match &config.auth.auth_jwks {
@@ -494,11 +495,14 @@ impl Runner {
             serve::Admission::management(config.limits.handshake_timeout_secs),
             stopping.clone(),
         ));
+        let rooms = Router::new()
+            .route("/rooms/{room}/events", any(http::events))
+            .route("/rooms/{room}/stream", get(http::stream))
+            .layer(http::cors(origins));
         let router = Router::new()
             .route("/", get(upgrade))
             .route("/{file}", get(page::asset))
-            .route("/rooms/{room}/events", any(http::events))
-            .route("/rooms/{room}/stream", get(http::stream))
+            .merge(rooms)
             .with_state(app.clone());
         let admission = serve::Admission::new(&config.limits, connections.clone());
         let client_stopping = stopping.clone();

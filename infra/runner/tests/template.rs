@@ -38,3 +38,12 @@ fn the_table_expires_items_by_the_attribute_the_store_writes() {
     let ttl = template.split("TimeToLiveSpecification:").nth(1).expect("a TTL specification");
     assert_eq!(values_of(ttl, "AttributeName").first(), Some(&TTL_ATTRIBUTE));
 }
+
+#[test]
+fn the_runner_answers_cross_origin_requests_as_the_templates_http_api_does() {
+    use livesync_runner::http::{CORS_HEADERS, CORS_MAX_AGE_SECS, CORS_METHODS};
+    let template = template();
+    assert_eq!(values_of(&template, "AllowMethods"), vec![format!("[{}]", CORS_METHODS.join(", "))]);
+    assert_eq!(values_of(&template, "AllowHeaders"), vec![format!("[{}]", CORS_HEADERS.join(", "))]);
+    assert_eq!(values_of(&template, "MaxAge"), vec![CORS_MAX_AGE_SECS.to_string()]);
+}
