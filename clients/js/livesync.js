@@ -252,11 +252,14 @@ export class LiveSync extends EventTarget {
     }
   }
 
-  async #fetch(method, path, body) {
+  // `waitS`: how long the server may hold the request (a long poll's wait).
+  async #fetch(method, path, body, waitS = 0) {
     const headers = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
-    const response = await this.fetchImpl(`${this.httpUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    // A request the network swallows (a proxy that never answers) is given up, and tried again.
+    const signal = AbortSignal.timeout(this.options.requestTimeoutMs + waitS * 1000);
+    const response = await this.fetchImpl(`${this.httpUrl}${path}`, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
     // The server answers a success with its JSON and a refusal with an error frame. Anything
     // else (a proxy's page, API Gateway's own `{"message": ...}` for a timeout or a throttle)
     // did not reach LiveSync, and is tried again.
@@ -312,7 +315,7 @@ export class LiveSync extends EventTarget {
       while (!reader.stopped) {
         let page;
         try {
-          page = await this.#fetch('GET', `${path}/events?since=${after}&wait=${POLL_WAIT_S}`);
+          page = await this.#fetch('GET', `${path}/events?since=${after}&wait=${POLL_WAIT_S}`, undefined, POLL_WAIT_S);
         } catch {
           failures += 1;
           await sleep(Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** failures));

@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { runnerForTests, until } from '../testing/runner.js';
+import { LiveSync } from '../livesync.js';
 
 const runner = runnerForTests({ before, after });
 const client = (options) => runner.client(options);
@@ -100,4 +101,25 @@ test('an answer that is not the LiveSync API\'s (a gateway\'s 503) is tried agai
   assert.equal(ack.seq, 1);
   const page = await (await fetch(`${runner.url.replace('ws://', 'http://')}/rooms/gateway/events?since=0`)).json();
   assert.deepEqual(page.events.map((e) => e.id), ['through-a-gateway'], 'stored once');
+});
+
+test('a POST the network swallows is given up after the request timeout and sent again with its id', { timeout: 10_000 }, async () => {
+  // GIVEN a network whose first POST never gets an answer (a proxy that holds it),
+  const posts = [];
+  const fetch = (url, init) => {
+    posts.push(JSON.parse(init.body));
+    if (posts.length === 1) {
+      return new Promise((_, reject) => init.signal?.addEventListener('abort', () => reject(init.signal.reason)));
+    }
+    const ack = { room: 'r', seq: 1, id: posts.at(-1).id };
+    return Promise.resolve(new Response(JSON.stringify(ack), { status: 200, headers: { 'content-type': 'application/json' } }));
+  };
+  const swallowed = new LiveSync('ws://unused.invalid', { transport: 'http', fetch, requestTimeoutMs: 200, initialBackoffMs: 10 });
+  await swallowed.connect();
+  // WHEN a client publishes,
+  const ack = await swallowed.publish('r', { n: 1 }, { id: 'only-once' });
+  // THEN the held request is abandoned, the publish is sent again with the same id, and acked.
+  assert.equal(ack.seq, 1);
+  assert.deepEqual(posts.map((p) => p.id), ['only-once', 'only-once']);
+  swallowed.close();
 });
