@@ -12,6 +12,10 @@
 //!   upgrade (a 401, a 404) is closed (`Connection: close`), so it cannot linger on keep-alive.
 //! * Accepted sockets write small frames at once (`TCP_NODELAY`): a reply followed by a push must
 //!   not wait for the peer's delayed ACK.
+//! * A peer that stops reading cannot hold its socket for ever: a write that makes no progress
+//!   for [`WRITE_STALL`] ends the connection, an event stream's or an upgraded WebSocket's alike.
+//!   hyper has no write timeout of its own, and TCP keeps a connection whose peer advertises a
+//!   zero window open for as long as the peer answers its probes.
 //! * At shutdown, an HTTP request being handled is finished and answered (up to a short grace);
 //!   the accept loop returns only once they are, so the process does not exit under them.
 
@@ -28,7 +32,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+use tokio_io_timeout::TimeoutStream;
 use tower_service::Service;
+
+/// How long a write to a socket may wait for its peer to take data before the connection is
+/// closed. Long enough for a phone's network to come back from a stall, short enough that a
+/// reader that stopped for good gives its socket back.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
 /// A handshake this old has stalled: a real one takes a millisecond.
 const STALLED_HANDSHAKE: Duration = Duration::from_millis(500);
@@ -200,6 +210,8 @@ async fn serve_one(
     mut stopping: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(WRITE_STALL));
     let evicted = handshake.evicted.clone();
     let handshake = Arc::new(Mutex::new(Some(handshake)));
     let in_handshake = handshake.clone();
@@ -222,7 +234,7 @@ async fn serve_one(
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(Box::pin(stream)), service)
         .with_upgrades();
     tokio::pin!(connection);
     let ended = tokio::select! {
@@ -249,5 +261,44 @@ async fn serve_one(
     };
     if let Err(error) = ended {
         tracing::debug!(%remote, %error, "HTTP connection ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::{Body, Bytes};
+    use axum::routing::get;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_loses_its_socket_once_writes_stall() {
+        // GIVEN a server whose only route answers with an endless body,
+        let endless = || async {
+            Body::from_stream(futures_util::stream::repeat_with(|| {
+                Ok::<_, std::convert::Infallible>(Bytes::from(vec![b'x'; 64 * 1024]))
+            }))
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admission = Admission::management(5);
+        let in_flight = admission.in_flight.clone();
+        let (_stop, stopping) = watch::channel(false);
+        tokio::spawn(run(listener, Router::new().route("/", get(endless)), admission, stopping));
+        // WHEN a client asks for it and then reads nothing,
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let started = tokio::time::Instant::now();
+        while in_flight.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // THEN the server gives the socket up once its writes have stalled for WRITE_STALL
+        // (on the paused clock), though the client never closed it.
+        while in_flight.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(started.elapsed() < WRITE_STALL * 4, "the stalled connection is still served");
+        }
+        assert!(started.elapsed() >= WRITE_STALL, "ended before its writes stalled long enough");
+        drop(client);
     }
 }
