@@ -72,6 +72,17 @@ const POLL_WAIT_S = 25;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// A signal that aborts after `ms`. AbortSignal.timeout throws on a delay that is not a whole
+// non-negative number, and older browsers (Safari before 16) lack it: a request that could not
+// be sent at all would be retried for ever.
+function timeoutSignal(ms) {
+  const delay = Number.isFinite(ms) ? Math.max(1, Math.round(ms)) : 2_147_483_647;
+  if (typeof AbortSignal.timeout === 'function') return AbortSignal.timeout(delay);
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new DOMException('the request timed out', 'TimeoutError')), delay);
+  return controller.signal;
+}
+
 export class LiveSync extends EventTarget {
   constructor(url, options = {}) {
     super();
@@ -258,7 +269,7 @@ export class LiveSync extends EventTarget {
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
     // A request the network swallows (a proxy that never answers) is given up, and tried again.
-    const signal = AbortSignal.timeout(this.options.requestTimeoutMs + waitS * 1000);
+    const signal = timeoutSignal(this.options.requestTimeoutMs + waitS * 1000);
     const response = await this.fetchImpl(`${this.httpUrl}${path}`, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
     // The server answers a success with its JSON and a refusal with an error frame. Anything
     // else (a proxy's page, API Gateway's own `{"message": ...}` for a timeout or a throttle)

@@ -114,7 +114,8 @@ test('a POST the network swallows is given up after the request timeout and sent
     const ack = { room: 'r', seq: 1, id: posts.at(-1).id };
     return Promise.resolve(new Response(JSON.stringify(ack), { status: 200, headers: { 'content-type': 'application/json' } }));
   };
-  const swallowed = new LiveSync('ws://unused.invalid', { transport: 'http', fetch, requestTimeoutMs: 200, initialBackoffMs: 10 });
+  // (a timeout that is not a whole number of milliseconds, which AbortSignal.timeout refuses)
+  const swallowed = new LiveSync('ws://unused.invalid', { transport: 'http', fetch, requestTimeoutMs: 200.5, initialBackoffMs: 10 });
   await swallowed.connect();
   // WHEN a client publishes,
   const ack = await swallowed.publish('r', { n: 1 }, { id: 'only-once' });

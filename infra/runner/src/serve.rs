@@ -12,8 +12,8 @@
 //!   upgrade (a 401, a 404) is closed (`Connection: close`), so it cannot linger on keep-alive.
 //! * Accepted sockets write small frames at once (`TCP_NODELAY`): a reply followed by a push must
 //!   not wait for the peer's delayed ACK.
-//! * A peer that stops reading cannot hold its socket for ever: a write that makes no progress
-//!   for [`WRITE_STALL`] ends the connection, an event stream's or an upgraded WebSocket's alike.
+//! * A peer that stops reading cannot hold its socket for ever: a write that the socket does
+//!   not take for [`WRITE_STALL`] (its send buffer full all that time) ends the connection, an event stream's or an upgraded WebSocket's alike.
 //!   hyper has no write timeout of its own, and TCP keeps a connection whose peer advertises a
 //!   zero window open for as long as the peer answers its probes.
 //! * At shutdown, an HTTP request being handled is finished and answered (up to a short grace);
